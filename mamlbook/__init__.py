@@ -1,0 +1,25 @@
+"""mamlbook: the tested code behind the MAML textbook.
+
+Each notebook writes an idea out in full once, then switches to the function here that
+does the same thing. Modules, one job each:
+
+- ``config``      the fast-mode switch (``MAMLBOOK_FAST=1``) and seeding
+- ``tasks``       the sinusoid task family (support/query meta-batches)
+- ``models``      the paper's networks
+- ``maml``        functional MAML: inner loop, meta-loss, looped or batched over tasks
+- ``functional``  the meta-gradient as one ``torch.func`` function, optionally compiled
+- ``train``       the meta-training loop and the joint-training baseline
+- ``evaluate``    meta-test adaptation curves and 95% confidence intervals
+- ``sinusoid``    the paper's sinusoid experiment and its baselines
+- ``checkpoint``  atomic checkpoints that load with ``weights_only=True``
+- ``plotting``    the book's figures
+- ``cli``         ``python -m mamlbook train|evaluate``
+"""
+from .config import banner, fast_mode, pick, seed_everything
+from .evaluate import EvalResult, adaptation_curve, mean_ci95, summarize
+from .maml import adapt, batched_adapt, meta_loss
+from .models import SinusoidMLP, params_of
+from .tasks import SinusoidBatch, sample_sinusoid_tasks
+from .train import History, meta_train, pretrain
+
+__version__ = "0.1.0"

@@ -1,0 +1,99 @@
+"""Meta-test evaluation: adapt to new tasks for 0..max_steps steps and report mean ± 95% CI.
+
+The protocol follows the official code (cbfinn/maml ``main.py``, ``test``): 600 new tasks,
+each adapted with plain SGD at the training α, the query loss recorded after every step,
+and the 95% confidence interval of the mean computed as 1.96·std/√n (NumPy's std, ddof=0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .maml import LossFn, Params, batched_losses, resolve_batched, sgd_step, _grads, _check_inner
+from torch.func import functional_call
+
+NUM_TEST_TASKS = 600  # as in the official code's NUM_TEST_POINTS
+
+
+@dataclass
+class EvalResult:
+    """Mean and 95% CI of the query loss (or accuracy) after each number of inner steps."""
+
+    steps: list[int]
+    mean: list[float]
+    ci95: list[float]
+    num_tasks: int
+
+    def at(self, step: int) -> tuple[float, float]:
+        """(mean, ci95) after ``step`` inner steps."""
+        i = self.steps.index(step)
+        return self.mean[i], self.ci95[i]
+
+    def __str__(self) -> str:
+        rows = [f"{'steps':>5}  {'mean':>9}  {'± 95% CI':>9}"]
+        rows += [f"{s:>5}  {m:>9.4f}  {c:>9.4f}" for s, m, c in zip(self.steps, self.mean, self.ci95)]
+        return f"{self.num_tasks} tasks\n" + "\n".join(rows)
+
+
+def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and 1.96·std/√n of a 1-D tensor of per-task values (population std, as NumPy's default)."""
+    values = values.detach().double().flatten()
+    n = values.numel()
+    if n == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    std = values.std(unbiased=False).item() if n > 1 else 0.0
+    return values.mean().item(), 1.96 * std / math.sqrt(n)
+
+
+def summarize(per_task: torch.Tensor) -> EvalResult:
+    """Turn a (tasks, steps+1) table of per-task values into an :class:`EvalResult`."""
+    stats = [mean_ci95(per_task[:, s]) for s in range(per_task.shape[1])]
+    return EvalResult(steps=list(range(per_task.shape[1])), mean=[m for m, _ in stats],
+                      ci95=[c for _, c in stats], num_tasks=per_task.shape[0])
+
+
+def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
+                     y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                     inner_lr: float, max_steps: int = 10, loss_fn: LossFn = F.mse_loss,
+                     metric_fn: LossFn | None = None, batched: bool | str = "auto") -> torch.Tensor:
+    """Per-task query metric after 0, 1, …, ``max_steps`` first-order SGD steps; shape (T, max_steps+1).
+
+    Meta-test adaptation needs no second-order graph, so gradients are taken without
+    ``create_graph``. ``metric_fn`` (default: ``loss_fn``) is what gets recorded, e.g. accuracy.
+    """
+    _check_inner(inner_lr, max_steps)
+    metric_fn = metric_fn or loss_fn
+    params = {k: v.detach() for k, v in params.items()}
+    num_tasks = x_support.shape[0]
+    if resolve_batched(model, batched):
+        task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape).clone().requires_grad_()
+                       for k, v in params.items()}
+        curve = []
+        for step in range(max_steps + 1):
+            with torch.no_grad():
+                curve.append(batched_losses(model, task_params, x_query, y_query, metric_fn))
+            if step < max_steps:
+                with torch.enable_grad():
+                    loss = batched_losses(model, task_params, x_support, y_support, loss_fn).sum()
+                    grads = _grads(loss, task_params, create_graph=False)
+                task_params = {k: v.detach().requires_grad_() for k, v in
+                               sgd_step(task_params, grads, inner_lr).items()}
+        return torch.stack(curve, dim=1)  # (T, max_steps+1)
+    rows = []
+    for i in range(num_tasks):
+        p = {k: v.clone().requires_grad_() for k, v in params.items()}
+        row = []
+        for step in range(max_steps + 1):
+            with torch.no_grad():
+                row.append(metric_fn(functional_call(model, p, (x_query[i],)), y_query[i]))
+            if step < max_steps:
+                with torch.enable_grad():
+                    loss = loss_fn(functional_call(model, p, (x_support[i],)), y_support[i])
+                    grads = _grads(loss, p, create_graph=False)
+                p = {k: v.detach().requires_grad_() for k, v in sgd_step(p, grads, inner_lr).items()}
+        rows.append(torch.stack(row))
+    return torch.stack(rows)  # (T, max_steps+1)
