@@ -10,11 +10,13 @@ Paper configuration (and where each number comes from):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .evaluate import NUM_TEST_TASKS, EvalResult, adaptation_curve, mean_ci95, summarize
 from .models import SinusoidMLP
@@ -23,7 +25,7 @@ from .train import History, meta_train, pretrain
 
 EVAL_SEED = 2017          # the 600 meta-test tasks: the same for every model, so comparisons are paired
 STEP_SIZE_SEED = 2018     # separate tasks on which the pretrained baseline's fine-tuning step is tuned
-PRETRAIN_STEP_SIZES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+PRETRAIN_STEP_SIZES = (0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3)
 
 
 @dataclass
@@ -118,8 +120,6 @@ def train_oracle(cfg: SinusoidConfig, *, progress: bool = True) -> tuple[OracleM
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.meta_lr)
     history = History()
-    from tqdm.auto import tqdm
-    import time
     start = time.perf_counter()
     for it in tqdm(range(cfg.iterations), desc="oracle", disable=not progress, mininterval=0.5):
         b = sample_sinusoid_tasks(cfg.meta_batch_size, cfg.k_shot, generator=gen)

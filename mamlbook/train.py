@@ -113,7 +113,8 @@ def pretrain(model: nn.Module, sample_batch: BatchFn, *, iterations: int, lr: fl
 
     Each iteration fits the support points of a fresh meta-batch with Adam (as the
     official code's ``pretrain_op`` does). It learns the best single answer for all tasks
-    at once, which for sinusoids with random phase is close to the mean function, 0.
+    at once: for the paper's sinusoids (phase in [0, π]) that is the mean task
+    E[A·sin(x − φ)] = −(2·E[A]/π)·cos x ≈ −1.62·cos x (chapter 1 derives it).
     """
     optimizer = make_meta_optimizer(model, lr)
     history = History()
