@@ -1,0 +1,260 @@
+"""mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split) from any common distribution.
+
+100 ImageNet classes × 600 images at 84×84, split 64 / 16 / 20 classes (meta-train / val /
+test). Three layouts are read, by the same loader, in this order of preference:
+
+1. learn2learn's pickles ``mini-imagenet-cache-{train,validation,test}.pkl``: a dict with
+   ``image_data`` (N, 84, 84, 3) uint8 and ``class_dict`` {wnid: [row indices]}. They are
+   read with :mod:`mamlbook.data.safe_pickle` (NumPy arrays and plain containers only).
+2. ``images/`` (JPEGs named like ``n0153282900000005.jpg``) + Ravi & Larochelle's
+   ``train.csv``/``val.csv``/``test.csv`` (header ``filename,label``).
+3. class folders ``train|val|test/<wnid>/*.jpg`` (cbfinn/maml's ``proc_images.py`` layout).
+
+The first read converts the split to a compact cache ``mini-imagenet-<split>.npz``
+((N, 84, 84, 3) uint8, labels, wnids) that later reads load in seconds. Images that are not
+84×84 are resized with PIL's LANCZOS filter, as the original preprocessing
+(cbfinn/maml ``proc_images.py``) did. Classes are sorted by wnid, images by file name.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .download import file_hash
+from .episodes import ClassImages
+from .fake import FAKE_MARKER
+from .safe_pickle import safe_load
+
+SPLITS = ("train", "val", "test")
+SIZE = 84
+NUM_CLASSES = {"train": 64, "val": 16, "test": 20}
+IMAGES_PER_CLASS = 600
+PICKLE_NAMES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",
+                "test": "mini-imagenet-cache-test.pkl"}
+CSV_SHA256 = {  # github.com/twitter/meta-learning-lstm, data/miniImagenet/
+    "train": "498519cd8e49ce97ed26a4a3638966698ae41ab35e9c68538319fc9b46ba7d2f",
+    "val": "5658a59921ca027ee76af92949869c5d6f41d77592ff3b18db325a9d10c893b9",
+    "test": "2b7cfa78342995761a572a8158e539bc4e0a80f9bbd7d00c1e17a460fbbb93fa",
+}
+CSV_HEADER = ["filename", "label"]
+CACHE_VERSION = 1
+HELP = """mini-ImageNet has no stable public download with a checksum, so get ONE of these and put
+it in {root}:
+  (a) images/ + CSVs: the 60,000 84x84 JPEGs (images.zip of Ravi & Larochelle, 2017) unzipped
+      to {root}/images/n0153282900000005.jpg ..., and train.csv, val.csv, test.csv from
+      https://github.com/twitter/meta-learning-lstm/tree/master/data/miniImagenet in {root}/;
+  (b) class folders {root}/train/<wnid>/*.jpg, {root}/val/..., {root}/test/... (the layout
+      cbfinn/maml's data/miniImagenet/proc_images.py makes from (a));
+  (c) learn2learn's pickles {root}/mini-imagenet-cache-train.pkl, ...-validation.pkl, ...-test.pkl.
+Then run mamlbook.data.verify_miniimagenet({root!r}) to check them. See docs/data.md."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is not where it was looked for; the message says where to get it."""
+
+
+def _split_name(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def detect_format(root: str | Path, split: str) -> str:
+    """Which layout holds ``split`` under ``root``: "pickle", "csv" or "folders"."""
+    root = Path(root)
+    if (root / PICKLE_NAMES[_split_name(split)]).is_file():
+        return "pickle"
+    if (root / f"{split}.csv").is_file() and (root / "images").is_dir():
+        return "csv"
+    if (root / split).is_dir() and any(p.is_dir() for p in (root / split).iterdir()):
+        return "folders"
+    what = "does not exist" if not root.is_dir() else f"holds no {split} split in a known layout"
+    raise DatasetNotFoundError(f"mini-ImageNet folder {root} {what}.\n" + HELP.format(root=str(root)))
+
+
+def read_split_csv(path: str | Path) -> list[tuple[str, str]]:
+    """Rows (filename, wnid) of a Ravi & Larochelle split CSV; checks the ``filename,label`` header."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != CSV_HEADER:
+        found = rows[0] if rows else "an empty file"
+        raise ValueError(f"{path}: expected the header 'filename,label' of the Ravi & Larochelle split "
+                         f"files, found {found}. Use the CSVs from github.com/twitter/meta-learning-lstm "
+                         "(data/miniImagenet/), unchanged.")
+    bad = [i + 2 for i, r in enumerate(rows[1:]) if len(r) != 2]
+    if bad:
+        raise ValueError(f"{path}: rows {bad[:5]} do not have exactly two columns (filename,label)")
+    return [(r[0].strip(), r[1].strip()) for r in rows[1:]]
+
+
+def _read_jpeg(path: Path) -> tuple[np.ndarray, bool]:
+    """(84, 84, 3) uint8 and whether it had to be resized (PIL LANCZOS, as the original did)."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        resized = img.size != (SIZE, SIZE)
+        if resized:
+            img = img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+        return np.asarray(img, dtype=np.uint8), resized
+
+
+def _read_files(paths: list[Path], desc: str, progress: bool) -> np.ndarray:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"{len(missing)} of {len(paths)} images of {desc} are missing, e.g. "
+                                   f"{[str(p) for p in missing[:3]]}. The images/ folder is incomplete: "
+                                   "unzip the whole images.zip there.")
+    out = np.empty((len(paths), SIZE, SIZE, 3), dtype=np.uint8)
+    n_resized = 0
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:   # PIL decodes without the GIL
+        for i, (img, resized) in enumerate(tqdm(pool.map(_read_jpeg, paths), total=len(paths),
+                                                desc=f"decoding {desc}", disable=not progress)):
+            out[i] = img
+            n_resized += resized
+    if n_resized:
+        print(f"mini-ImageNet {desc}: resized {n_resized} of {len(paths)} images to {SIZE}x{SIZE} "
+              "with PIL LANCZOS, as the original preprocessing did.")
+    return out
+
+
+def _group(files_and_wnids: list[tuple[Path, str]]):
+    items = sorted(files_and_wnids, key=lambda fw: (fw[1], fw[0].name))
+    wnids = sorted({w for _, w in items})
+    index = {w: i for i, w in enumerate(wnids)}
+    return [p for p, _ in items], np.array([index[w] for _, w in items], dtype=np.int64), wnids
+
+
+def read_images_csv(root: str | Path, split: str, progress: bool = True):
+    """Layout (a): ``images/`` + ``<split>.csv`` → (images (N,84,84,3), labels (N,), wnids)."""
+    root = Path(root)
+    rows = read_split_csv(root / f"{split}.csv")
+    paths, labels, wnids = _group([(root / "images" / f, w) for f, w in rows])
+    return _read_files(paths, f"{split} (images/ + {split}.csv)", progress), labels, wnids
+
+
+def read_class_folders(root: str | Path, split: str, progress: bool = True):
+    """Layout (b): ``<split>/<wnid>/*.jpg`` → (images, labels, wnids)."""
+    folder = Path(root) / split
+    pairs = [(p, d.name) for d in folder.iterdir() if d.is_dir()
+             for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    paths, labels, wnids = _group(pairs)
+    return _read_files(paths, f"{split} ({split}/<wnid>/ folders)", progress), labels, wnids
+
+
+def read_pickle(root: str | Path, split: str):
+    """Layout (c): learn2learn's pickle → (images, labels, wnids), with the allow-list unpickler."""
+    path = Path(root) / PICKLE_NAMES[split]
+    data = safe_load(path)
+    if not (isinstance(data, dict) and {"image_data", "class_dict"} <= set(data)):
+        raise ValueError(f"{path} is not a learn2learn mini-ImageNet cache: expected a dict with "
+                         f"'image_data' and 'class_dict', got {type(data).__name__}"
+                         + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
+    images = data["image_data"]
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4
+            and images.shape[3] == 3):
+        raise ValueError(f"{path}: image_data must be uint8 (N, H, W, 3), got "
+                         f"{getattr(images, 'dtype', type(images))} {getattr(images, 'shape', '')}")
+    wnids = sorted(data["class_dict"])
+    rows = [(int(i), c) for c, w in enumerate(wnids) for i in sorted(data["class_dict"][w])]
+    idx = np.array([i for i, _ in rows], dtype=np.int64)
+    labels = np.array([c for _, c in rows], dtype=np.int64)
+    images = images[idx]
+    if images.shape[1:3] != (SIZE, SIZE):
+        images = np.stack([np.asarray(Image.fromarray(im).resize((SIZE, SIZE), Image.Resampling.LANCZOS))
+                           for im in images])
+        print(f"mini-ImageNet {split} (pickle): resized {len(images)} images to {SIZE}x{SIZE} with PIL LANCZOS.")
+    return images, labels, wnids
+
+
+def cache_path(cache_dir: str | Path, split: str) -> Path:
+    return Path(cache_dir) / f"mini-imagenet-{split}.npz"
+
+
+def _write_cache(path: Path, images, labels, wnids, fmt: str, fake: bool) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as f:
+            np.savez(f, images=images, labels=labels, wnids=np.array(wnids), source_format=np.array(fmt),
+                     fake=np.array(fake), version=np.array(CACHE_VERSION))
+        Path(f.name).replace(path)                      # atomic: no half-written cache
+    except OSError as e:
+        warnings.warn(f"could not write the mini-ImageNet cache {path} ({e}); decoding again next time")
+
+
+def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
+                      cache_dir: str | Path | None = None, rebuild: bool = False,
+                      progress: bool = True) -> ClassImages:
+    """One split of mini-ImageNet as classes of (84, 84, 3) uint8 images.
+
+    Args:
+        root: the dataset folder (default ``<data root>/miniimagenet``, see
+            :mod:`mamlbook.data.paths`), holding any of the three layouts.
+        split: "train" (64 classes), "val" (16) or "test" (20).
+        cache_dir: where ``mini-imagenet-<split>.npz`` is kept (default: ``root``).
+        rebuild: ignore an existing cache and read the source files again.
+        progress: show a progress bar while decoding JPEGs.
+    Raises:
+        DatasetNotFoundError: no layout found (the message says where to get the data).
+        ValueError: a split CSV without the ``filename,label`` header.
+        UnsafePickleError: a pickle that names anything but NumPy arrays and containers.
+    """
+    from .paths import default_data_root
+    split = _split_name(split)
+    root = Path(root) if root is not None else default_data_root() / "miniimagenet"
+    cache = cache_path(cache_dir or root, split)
+    fake = (root / FAKE_MARKER).exists()
+    arrays = None
+    if cache.is_file() and not rebuild:
+        with np.load(cache, allow_pickle=False) as z:
+            if int(z["version"]) == CACHE_VERSION:
+                arrays = z["images"], z["labels"], [str(w) for w in z["wnids"]], str(z["source_format"])
+                fake = fake or bool(z["fake"])
+    if arrays is None:
+        fmt = detect_format(root, split)
+        if fmt == "pickle":
+            images, labels, wnids = read_pickle(root, split)
+        elif fmt == "csv":
+            images, labels, wnids = read_images_csv(root, split, progress)
+        else:
+            images, labels, wnids = read_class_folders(root, split, progress)
+        _write_cache(cache, images, labels, wnids, fmt, fake)
+        arrays = images, labels, wnids, fmt
+    images, labels, wnids, fmt = arrays
+    if fake:
+        print(f"FAKE DATA: {root} is a generated stand-in for mini-ImageNet, not the real images.")
+    return ClassImages.from_flat(images, labels, wnids, name=("FAKE " if fake else "") + f"mini-imagenet/{split}",
+                                 fake=fake, meta={"format": fmt, "root": str(root)})
+
+
+def verify_miniimagenet(root: str | Path) -> dict[str, str]:
+    """Check a user's mini-ImageNet against the published facts; return {split: layout found}.
+
+    Checks: every split is present in some layout; the CSVs (when used) have the published
+    SHA-256; each split has 64/16/20 classes of 600 images of 84×84 (decoding the split once
+    and caching it). Raises with a message that says what is wrong and what to do.
+    """
+    root = Path(root)
+    report = {}
+    for split in SPLITS:
+        fmt = detect_format(root, split)
+        if fmt == "csv":
+            got = file_hash(root / f"{split}.csv")
+            if got != CSV_SHA256[split]:
+                raise ValueError(f"{root / f'{split}.csv'} has sha256 {got}, not the published "
+                                 f"{CSV_SHA256[split]}: it is not Ravi & Larochelle's {split}.csv. "
+                                 "Download it again from github.com/twitter/meta-learning-lstm.")
+        s = load_miniimagenet(root, split, progress=False)
+        if s.num_classes != NUM_CLASSES[split] or bool((s.counts != IMAGES_PER_CLASS).any()):
+            raise ValueError(f"{split}: {s.num_classes} classes with {sorted(set(s.counts.tolist()))} "
+                             f"images each; mini-ImageNet has {NUM_CLASSES[split]} classes of "
+                             f"{IMAGES_PER_CLASS}. The copy in {root} is incomplete or a different dataset.")
+        report[split] = fmt
+    return report

@@ -1,0 +1,362 @@
+"""Omniglot (Lake et al. 2015) as 28×28 uint8 character classes, with the standard splits.
+
+Sources, all read by the same code: an official zip (``images_background.zip``,
+``images_background_small1.zip``, ...), or its extracted folder. The full sets are
+downloaded through ``torchvision.datasets.Omniglot`` (which checks their MD5); the small
+sets through :func:`mamlbook.data.download.download` with their SHA-256.
+
+Conventions (the ones MAML's code uses):
+- a class is one character, named ``Alphabet/characterNN``; classes are SORTED by name
+  (torchvision and ``os.listdir`` list them in file-system order, which differs between
+  machines), and each class's 20 drawings are sorted by file name;
+- images are inverted, so strokes are bright (255 → 1.0) on a dark background (0);
+- images are resized from 105×105 to 28×28; rotations by 90/180/270° are extra classes.
+
+Split presets (characters, before rotations):
+- ``"small"``: meta-train on all of ``images_background_small1`` (136), meta-test on
+  ``images_background_small2``'s Japanese_(katakana), Sanskrit and Tagalog (106); no
+  meta-val (Greek and Latin are in both small sets, so they cannot serve).
+- ``"vinyals"``: 1028 / 172 / 423 (Vinyals et al. 2016; the validation alphabets of Ravi &
+  Larochelle / Snell et al.): sort all 1,623 characters (background alphabets, then
+  evaluation alphabets); the last 423 are meta-test; of the first 1,200, the 172
+  characters of Armenian, Bengali, Early_Aramaic, Hebrew and Mkhedruli_(Georgian) are
+  meta-val and the other 1,028 meta-train.
+- ``"maml"``: 1100 / 100 / 423, as in cbfinn/maml ``data_generator.py``: all 1,623
+  characters shuffled with Python's ``random.seed(1)``, then the first 1,100 meta-train,
+  the next 100 meta-val and the remaining 423 meta-test. The original shuffled
+  ``os.listdir`` order, which is not reproducible across machines; we shuffle the sorted
+  list, so the split is the same everywhere (but not the exact characters of the paper).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .episodes import ClassImages, check_disjoint
+from .fake import FAKE_MARKER
+
+SIZE = 28
+CACHE_VERSION = 1
+OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}.zip"
+SMALL_SHA256 = {
+    "images_background_small1": "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
+    "images_background_small2": "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
+}
+FULL_MD5 = {  # the only checksums published for the full sets (torchvision uses them)
+    "images_background": "68d2efa1b9178cc56df9314c21c6e718",
+    "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+}
+SMALL_TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+VINYALS_VAL_ALPHABETS = ("Armenian", "Bengali", "Early_Aramaic", "Hebrew", "Mkhedruli_(Georgian)")
+VINYALS_NUM_TEST = 423
+MAML_SEED, MAML_NUM_TRAIN, MAML_NUM_VAL = 1, 1100, 100
+RESIZE_MODES = ("lanczos", "maml-original")
+HELP = ("Get Omniglot from https://github.com/brendenlake/omniglot (folder python/): the small "
+        "sets with mamlbook.data.download_omniglot_small(), the full sets with "
+        "mamlbook.data.download_omniglot_full(); or put the zips in {where}. See docs/data.md.")
+
+
+def _is_png(name: str) -> bool:
+    return name.lower().endswith(".png")
+
+
+def _iter_pngs(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
+    """Yield (alphabet, character, file name, PNG bytes) from a zip or an extracted folder."""
+    if source.is_file():
+        with zipfile.ZipFile(source) as zf:
+            for name in zf.namelist():
+                parts = name.split("/")
+                if _is_png(name) and len(parts) >= 3:
+                    yield parts[-3], parts[-2], parts[-1], zf.read(name)
+    else:
+        for path in source.rglob("*.png"):
+            yield path.parent.parent.name, path.parent.name, path.name, path.read_bytes()
+
+
+def _is_fake(source: Path) -> bool:
+    if source.is_file():
+        with zipfile.ZipFile(source) as zf:
+            return any(n.endswith(FAKE_MARKER) for n in zf.namelist())
+    return (source / FAKE_MARKER).exists()
+
+
+def decode(png: bytes, size: int = SIZE, resize: str = "lanczos") -> np.ndarray:
+    """One Omniglot PNG → (size, size) uint8 with bright strokes (inverted).
+
+    ``resize="lanczos"`` converts the 1-bit image to 8-bit grey first, then resizes with
+    LANCZOS (smooth, anti-aliased strokes). ``"maml-original"`` reproduces cbfinn/maml's
+    ``resize_images.py``: it asked PIL for LANCZOS on the 1-bit image, which Pillow always
+    resizes with NEAREST, so its 28×28 images are binary.
+    """
+    img = Image.open(io.BytesIO(png))
+    if resize == "lanczos":
+        img = img.convert("L").resize((size, size), Image.Resampling.LANCZOS)
+    elif resize == "maml-original":
+        img = img.resize((size, size), Image.Resampling.LANCZOS).convert("L")
+    else:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    return 255 - np.asarray(img, dtype=np.uint8)       # white paper → 0, black ink → 255
+
+
+def _source_id(source: Path) -> str:
+    h = hashlib.sha256()
+    if source.is_file():
+        with open(source, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        for p in sorted(source.rglob("*.png")):
+            h.update(f"{p.relative_to(source)}:{p.stat().st_size};".encode())
+    return h.hexdigest()
+
+
+def _set_name(source: Path) -> str:
+    return source.name.removesuffix(".zip")
+
+
+def _decode_all(source: Path, size: int, resize: str):
+    items = sorted(_iter_pngs(source), key=lambda it: (it[0], it[1], it[2]))
+    if not items:
+        raise FileNotFoundError(f"no Omniglot PNGs (Alphabet/characterNN/*.png) in {source}. "
+                                + HELP.format(where=source.parent))
+    class_names = sorted({f"{a}/{c}" for a, c, _, _ in items})
+    index = {n: i for i, n in enumerate(class_names)}
+    labels = np.array([index[f"{a}/{c}"] for a, c, _, _ in items], dtype=np.int64)
+    images = np.stack([decode(png, size, resize) for _, _, _, png in items])   # (N, size, size)
+    files = np.array([f for _, _, f, _ in items])
+    return images, labels, np.array(class_names), files
+
+
+def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczos",
+                  cache_dir: str | Path | None = None, cache: bool = True) -> ClassImages:
+    """Read one Omniglot set (zip or extracted folder) as classes of (size, size, 1) uint8 images.
+
+    Args:
+        source: e.g. ``images_background_small1.zip``, ``.../omniglot-py/images_background``.
+        size: output side in pixels (28 in MAML).
+        resize: ``"lanczos"`` or ``"maml-original"`` (see :func:`decode`).
+        cache_dir: where the decoded arrays are cached as ``.npz`` (default
+            :func:`mamlbook.data.paths.default_cache_dir`); a second read takes milliseconds.
+        cache: set False to neither read nor write the cache.
+    """
+    from .paths import default_cache_dir
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"Omniglot set not found: {source}. " + HELP.format(where=source.parent))
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    sid = _source_id(source)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"omniglot-{_set_name(source)}-{size}px-{resize}.npz"
+    arrays = _load_cache(cache_file, sid) if cache else None
+    if arrays is None:
+        arrays = _decode_all(source, size, resize)
+        if cache:
+            _save_cache(cache_file, sid, *arrays)
+    images, labels, class_names, files = arrays
+    fake = _is_fake(source)
+    name = ("FAKE " if fake else "") + f"omniglot/{_set_name(source)}"
+    char_ids = [int(f.split("_")[0]) if f.split("_")[0].isdigit() else -1
+                for f in files[np.unique(labels, return_index=True)[1]]]
+    return ClassImages.from_flat(images, labels, [str(n) for n in class_names], name=name, fake=fake,
+                                 meta={"set": _set_name(source), "char_ids": char_ids,
+                                       "size": size, "resize": resize})
+
+
+def _load_cache(path: Path, sid: str):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != CACHE_VERSION or str(z["source_id"]) != sid:
+                return None
+            return z["images"], z["labels"], z["class_names"], z["files"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _save_cache(path: Path, sid: str, images, labels, class_names, files) -> None:
+    """Write the cache atomically (temp file + rename); warn and go on if the folder is read-only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as f:
+            np.savez(f, images=images, labels=labels, class_names=class_names, files=files,
+                     source_id=np.array(sid), version=np.array(CACHE_VERSION))
+        Path(f.name).replace(path)
+    except OSError as e:
+        warnings.warn(f"could not write the Omniglot cache {path} ({e}); decoding again next time")
+
+
+def concat_sets(sets: Sequence[ClassImages], name: str) -> ClassImages:
+    """Several sets (e.g. background + evaluation) as one, classes in the given order."""
+    meta = {"set_of_class": [s.meta.get("set", "") for s in sets for _ in s.class_names]}
+    return ClassImages(torch.cat([s.images for s in sets]), torch.cat([s.counts for s in sets]),
+                       [n for s in sets for n in s.class_names], name=name,
+                       fake=any(s.fake for s in sets), meta=meta)
+
+
+def vinyals_split(background: Sequence[str], evaluation: Sequence[str]) -> dict[str, list[int]]:
+    """Indices into ``sorted(background) + sorted(evaluation)`` for the 1028/172/423 split.
+
+    Args:
+        background, evaluation: the ``Alphabet/characterNN`` names of the two full sets.
+    """
+    names = sorted(background) + sorted(evaluation)
+    if len(background) != 964 or len(evaluation) != 659:
+        raise ValueError(f"the Vinyals split needs the full Omniglot sets (964 background + 659 "
+                         f"evaluation characters), got {len(background)} + {len(evaluation)}")
+    first = len(names) - VINYALS_NUM_TEST
+    val = [i for i in range(first) if names[i].split("/")[0] in VINYALS_VAL_ALPHABETS]
+    train = [i for i in range(first) if names[i].split("/")[0] not in VINYALS_VAL_ALPHABETS]
+    return {"train": train, "val": val, "test": list(range(first, len(names)))}
+
+
+def maml_split(names: Sequence[str], seed: int = MAML_SEED) -> dict[str, list[int]]:
+    """Indices into ``names`` for MAML's random 1100/100/rest split of the sorted characters."""
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    random.Random(seed).shuffle(order)                 # as random.seed(1); random.shuffle(...)
+    a, b = MAML_NUM_TRAIN, MAML_NUM_TRAIN + MAML_NUM_VAL
+    if len(names) <= b:
+        raise ValueError(f"the MAML split needs more than {b} characters, got {len(names)}")
+    return {"train": order[:a], "val": order[a:b], "test": order[b:]}
+
+
+def small_split(small1: ClassImages, small2: ClassImages) -> dict[str, ClassImages]:
+    """Meta-train on all of small1, meta-test on small2's alphabets that small1 lacks."""
+    test_idx = [i for i, n in enumerate(small2.class_names) if n.split("/")[0] in SMALL_TEST_ALPHABETS]
+    splits = {"train": small1.subset(range(small1.num_classes), name=f"{small1.name}/train"),
+              "test": small2.subset(test_idx, name=f"{small2.name}/test")}
+    check_disjoint(splits)
+    return splits
+
+
+def find_full_sets(root: str | Path) -> tuple[Path, Path]:
+    """The full-set zips (or folders) under ``root`` in torchvision's layout or next to it."""
+    root = Path(root)
+    for folder in (root / "omniglot-py", root / "omniglot", root):
+        found = []
+        for set_name in ("images_background", "images_evaluation"):
+            z, d = folder / f"{set_name}.zip", folder / set_name
+            found.append(z if z.is_file() else d if d.is_dir() else None)
+        if all(found):
+            return found[0], found[1]
+    raise FileNotFoundError(f"the full Omniglot sets are not under {root} (looked for "
+                            "omniglot-py/images_background.zip and images_evaluation.zip). Run "
+                            f"mamlbook.data.download_omniglot_full({str(root)!r}) to get them.")
+
+
+def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
+                    rotations: Sequence[int] = (0, 90, 180, 270), **read_kwargs) -> dict[str, ClassImages]:
+    """Class-disjoint meta-train/val/test splits of Omniglot, with rotated copies as classes.
+
+    Args:
+        preset: ``"small"``, ``"vinyals"`` or ``"maml"`` (see the module docstring).
+        root: folder with the data: for ``"small"``, the two ``images_background_small*.zip``
+            (default: found by :func:`find_omniglot_small`); for the full presets, the folder
+            given to :func:`download_omniglot_full`.
+        rotations: degrees; each rotation of a character is a class. ``(0,)`` for none.
+        read_kwargs: passed to :func:`read_omniglot` (size, resize, cache_dir, cache).
+    """
+    if preset == "small":
+        if root is None:
+            small1, small2, _ = find_omniglot_small(download=False, allow_fake=False)
+        else:
+            small1, small2 = (_find_small(Path(root), n) for n in (1, 2))
+        splits = small_split(read_omniglot(small1, **read_kwargs), read_omniglot(small2, **read_kwargs))
+    elif preset in ("vinyals", "maml"):
+        if root is None:
+            from .paths import default_data_root
+            root = default_data_root()
+        bg_src, ev_src = find_full_sets(root)
+        bg, ev = read_omniglot(bg_src, **read_kwargs), read_omniglot(ev_src, **read_kwargs)
+        full = concat_sets([bg, ev], name=f"omniglot-{preset}")
+        if preset == "vinyals":
+            # concat order is sorted(background) + sorted(evaluation), as vinyals_split indexes
+            idx = vinyals_split(bg.class_names, ev.class_names)
+        else:
+            idx = maml_split(full.class_names)
+        splits = {k: full.subset(v, name=f"{full.name}/{k}") for k, v in idx.items()}
+    else:
+        raise ValueError(f"unknown Omniglot split preset {preset!r}; use 'small', 'vinyals' or 'maml'")
+    check_disjoint(splits)
+    return {k: s.with_rotations(rotations) for k, s in splits.items()}
+
+
+def _find_small(root: Path, n: int) -> Path:
+    for p in (root / f"images_background_small{n}.zip", root / "omniglot" / f"images_background_small{n}.zip",
+              root / f"images_background_small{n}", root / "omniglot" / f"images_background_small{n}"):
+        if p.exists():
+            return p
+    raise FileNotFoundError(f"images_background_small{n}.zip is not in {root} or {root / 'omniglot'}. "
+                            + HELP.format(where=root / "omniglot"))
+
+
+def download_omniglot_small(root: str | Path | None = None, *, base_url: str | None = None,
+                            **download_kwargs) -> tuple[Path, Path]:
+    """Download (and SHA-256-check) the two small background sets to ``<root>/omniglot/``.
+
+    ``root`` defaults to :func:`mamlbook.data.paths.default_data_root`; ``base_url`` replaces
+    the upstream ``https://raw.githubusercontent.com/brendenlake/omniglot/master/python``.
+    """
+    from .download import download
+    from .paths import default_data_root
+    folder = Path(root or default_data_root()) / "omniglot"
+    out = []
+    for name, sha in SMALL_SHA256.items():
+        url = (f"{base_url.rstrip('/')}/{name}.zip" if base_url else OMNIGLOT_URL.format(name=name))
+        out.append(download(url, folder / f"{name}.zip", sha256=sha, **download_kwargs))
+    return out[0], out[1]
+
+
+def download_omniglot_full(root: str | Path | None = None) -> tuple[Path, Path]:
+    """Download the full background and evaluation sets with ``torchvision.datasets.Omniglot``.
+
+    torchvision checks the published MD5 and extracts to ``<root>/omniglot-py/``; we then
+    read the zips with :func:`read_omniglot` (sorted classes, unlike torchvision's listing).
+    """
+    from torchvision.datasets import Omniglot
+
+    from .paths import default_data_root
+    root = Path(root or default_data_root())
+    for background in (True, False):
+        Omniglot(str(root), background=background, download=True)
+    return find_full_sets(root)
+
+
+def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple[Path, Path, str]:
+    """Locate the small sets: (small1, small2, origin) with origin "found", "downloaded" or "FAKE".
+
+    Looks in :func:`mamlbook.data.paths.data_roots` (``$MAMLBOOK_DATA``, the checkout's
+    ``data/``, ``../shared/data``) under ``omniglot/``; then downloads them (``download``);
+    then, if ``allow_fake``, writes a generated stand-in in the same format (for tests and
+    fast mode only; everything made from it must say FAKE on screen).
+    """
+    from .paths import data_roots, default_cache_dir, find_data
+    names = [f"omniglot/images_background_small{n}.zip" for n in (1, 2)]
+    root = find_data(*names)
+    if root is not None:
+        return root / names[0], root / names[1], "found"
+    errors = []
+    if download:
+        try:
+            a, b = download_omniglot_small(retries=1, timeout=10)
+            return a, b, "downloaded"
+        except Exception as e:                         # no network: fall through to the stand-in
+            errors.append(str(e))
+    if allow_fake:
+        from .fake import make_fake_omniglot
+        folder = default_cache_dir() / "fake-omniglot"
+        a = make_fake_omniglot(folder / "images_background_small1.zip", small=1)
+        b = make_fake_omniglot(folder / "images_background_small2.zip", small=2)
+        print(f"FAKE DATA: Omniglot was not found{' or downloaded' if download else ''}; using a "
+              f"generated stand-in in {folder}. Its pictures are NOT Omniglot characters.")
+        return a, b, "FAKE"
+    raise FileNotFoundError(f"the small Omniglot sets were not found in {[str(r) for r in data_roots()]}. "
+                            + HELP.format(where="data/omniglot/") + (f" ({errors[0]})" if errors else ""))

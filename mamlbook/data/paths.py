@@ -1,0 +1,64 @@
+"""Where the book looks for data, and where it writes downloads and caches.
+
+Search order for existing files (first hit wins):
+  1. ``$MAMLBOOK_DATA`` (set it to use a data folder anywhere on disk),
+  2. ``data/`` in the repository checkout (the default place for downloads),
+  3. ``../shared/data`` beside the checkout (the read-only copies used by the project's CI).
+
+Downloads go to ``$MAMLBOOK_DATA`` when it is set, else to the checkout's ``data/``;
+decoded caches go to ``<that folder>/cache`` (override with ``$MAMLBOOK_CACHE``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV = "MAMLBOOK_DATA"
+CACHE_ENV = "MAMLBOOK_CACHE"
+
+
+def repo_root() -> Path | None:
+    """The repository checkout this package runs from, or None when it is installed elsewhere."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "mamlbook").is_dir() else None
+
+
+def default_data_root() -> Path:
+    """Where downloads go: ``$MAMLBOOK_DATA``, else the checkout's ``data/``, else ``./data``."""
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    root = repo_root()
+    return (root / "data") if root is not None else Path.cwd() / "data"
+
+
+def default_cache_dir() -> Path:
+    """Where decoded uint8 caches go: ``$MAMLBOOK_CACHE``, else ``<default data root>/cache``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return default_data_root() / "cache"
+
+
+def data_roots() -> list[Path]:
+    """Every folder searched for data, in order (see the module docstring); missing ones left out."""
+    roots = []
+    if os.environ.get(DATA_ENV):
+        roots.append(Path(os.environ[DATA_ENV]).expanduser())
+    repo = repo_root()
+    if repo is not None:
+        roots += [repo / "data", repo.parent / "shared" / "data"]
+    else:
+        roots.append(Path.cwd() / "data")
+    seen, out = set(), []
+    for r in roots:
+        if r.is_dir() and r.resolve() not in seen:
+            seen.add(r.resolve())
+            out.append(r)
+    return out
+
+
+def find_data(*relative: str) -> Path | None:
+    """The first data root holding every one of ``relative`` (e.g. ``"omniglot/x.zip"``), or None."""
+    for root in data_roots():
+        if all((root / rel).exists() for rel in relative):
+            return root
+    return None

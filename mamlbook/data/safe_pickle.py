@@ -1,0 +1,74 @@
+"""Load pickles that may only contain NumPy arrays and plain Python containers.
+
+``pickle.load`` runs whatever callable the file names (a pickle can call ``os.system``);
+learn2learn's mini-ImageNet files are pickles, and a file from a mirror can be anything.
+:func:`safe_load` resolves only an allow-list of globals (NumPy's array and scalar
+reconstructors, ``numpy.dtype``, and ``_codecs.encode`` which protocol-2 pickles use for
+bytes). Dicts, lists, tuples, strings and numbers need no globals at all. Any other global
+is refused *before* it is looked up, so nothing from the file is ever called.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle named a global outside the allow-list; nothing from it was executed."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The real NumPy callables, found from NumPy's own ``__reduce__`` (works on NumPy 1 and 2)."""
+    reconstruct = np.array(0).__reduce__()[0]          # multiarray._reconstruct
+    scalar = np.int64(0).__reduce__()[0]               # multiarray.scalar
+    frombuffer = np.arange(2).__reduce_ex__(5)[0]      # numeric._frombuffer (protocol 5)
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):         # NumPy 1 writes numpy.core, NumPy 2 numpy._core
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+def _codecs_encode(obj, encoding="utf-8"):
+    """``_codecs.encode`` for str → bytes only (how protocol ≤ 2 pickles store bytes)."""
+    if not isinstance(obj, str):
+        raise UnsafePickleError("_codecs.encode called on a non-string in the pickle")
+    return obj.encode(encoding)
+
+
+ALLOWED_GLOBALS = {**_numpy_globals(), ("_codecs", "encode"): _codecs_encode}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, source: str):
+        super().__init__(file, encoding="latin1")      # latin1: NumPy arrays pickled by Python 2
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self.source} asks to call or build {module}.{name}, which is not a NumPy array "
+                "or a plain container. It was refused and nothing from the file was executed. "
+                "Use a trusted copy of the file, or convert it to .npz with code you trust."
+            ) from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(f"{self.source} uses persistent ids, which are refused")
+
+
+def safe_loads(data: bytes, source: str = "the pickle"):
+    """Unpickle ``data`` allowing only NumPy arrays/scalars/dtypes and plain containers."""
+    return _RestrictedUnpickler(io.BytesIO(data), source).load()
+
+
+def safe_load(path: str | Path):
+    """Unpickle the file at ``path`` with the allow-list (see the module docstring)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f, str(path)).load()

@@ -1,0 +1,76 @@
+"""Helpers shared by the tests/test_data_*.py files: the shared data folder and a local HTTP server."""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+# ../shared/data beside the checkout: real Omniglot zips and the mini-ImageNet CSVs (never committed)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SMALL1 = SHARED_DATA / "omniglot" / "images_background_small1.zip"
+SMALL2 = SHARED_DATA / "omniglot" / "images_background_small2.zip"
+MINI_CSVS = SHARED_DATA / "miniimagenet"
+
+needs_omniglot = pytest.mark.skipif(
+    not (SMALL1.is_file() and SMALL2.is_file()),
+    reason=f"real Omniglot zips not found in {SHARED_DATA / 'omniglot'} (the ../shared/data folder "
+           "beside the checkout); these tests need the real data and are skipped without it")
+needs_mini_csvs = pytest.mark.skipif(
+    not (MINI_CSVS / "train.csv").is_file(),
+    reason=f"mini-ImageNet split CSVs not found in {MINI_CSVS}; skipped without the real files")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``server.routes[path] = (behaviour, body)``; logs (path, Range header) per request.
+
+    Behaviours: "ok" (whole body, honours Range), "html" (body as text/html), "truncate"
+    (announces the full length, sends half, hangs up), "flaky" (truncates the first request,
+    then honours Range), "norange" (always the whole body with 200, ignoring Range).
+    """
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):                       # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        self.server.log.append((self.path, rng))
+        if self.path not in self.server.routes:
+            self.send_error(404)
+            return
+        behaviour, body = self.server.routes[self.path]
+        hits = sum(1 for p, _ in self.server.log if p == self.path)
+        start = int(rng.split("=")[1].split("-")[0]) if rng and behaviour in ("ok", "flaky") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "text/html; charset=utf-8" if behaviour == "html"
+                         else "application/octet-stream")
+        self.send_header("Content-Length", str(len(body) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if behaviour == "truncate" or (behaviour == "flaky" and hits == 1):
+            self.wfile.write(body[start:len(body) // 2])
+        else:
+            self.wfile.write(body[start:])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@contextmanager
+def local_server(routes: dict[str, tuple[str, bytes]]):
+    """A thread serving ``routes`` on 127.0.0.1; yields (base_url, request_log)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.routes, server.log = routes, []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.log
+    finally:
+        server.shutdown()
+        server.server_close()
