@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--inner-steps", type=_positive_int, help="inner SGD steps in training (preset: 1)")
     tr.add_argument("--meta-lr", type=_positive_float, help="β, Adam's step size (preset: 1e-3)")
     tr.add_argument("--first-order", action="store_true", help="first-order MAML (drop the Hessian term)")
+    tr.add_argument("--init", choices=("pytorch", "official"), default="pytorch",
+                    help="weight init: PyTorch's default, or the official code's truncated normal (std 0.01)")
     tr.add_argument("--eval-tasks", type=_positive_int, default=NUM_TEST_TASKS)
     tr.add_argument("--checkpoint-every", type=_positive_int, default=5000)
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -110,7 +112,7 @@ def _config_from_args(args) -> SinusoidConfig:
                  "meta_batch_size": args.meta_batch_size, "inner_steps": args.inner_steps,
                  "meta_lr": args.meta_lr}
     fields = {k: v for k, v in overrides.items() if v is not None}
-    return SinusoidConfig(seed=args.seed, first_order=args.first_order, **fields)
+    return SinusoidConfig(seed=args.seed, first_order=args.first_order, init=args.init, **fields)
 
 
 def train(args) -> dict:
@@ -121,7 +123,7 @@ def train(args) -> dict:
     cfg = _config_from_args(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.seed)
-    model = SinusoidMLP()
+    model = SinusoidMLP(init=cfg.init)
     optimizer = make_meta_optimizer(model, cfg.meta_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     start_iteration, losses, prior_time = 0, [], 0.0

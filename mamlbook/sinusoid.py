@@ -40,6 +40,7 @@ class SinusoidConfig:
     iterations: int = 70_000
     first_order: bool = False
     seed: int = 0
+    init: str = "pytorch"   # or "official": cbfinn/maml's truncated normal (std 0.01), zero biases
 
     def __post_init__(self):
         if self.k_shot <= 0:
@@ -54,6 +55,8 @@ class SinusoidConfig:
             raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be ≥ 0, got {self.iterations}")
+        if self.init not in ("pytorch", "official"):
+            raise ValueError(f"init must be 'pytorch' or 'official', got {self.init!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +74,7 @@ def train_maml(cfg: SinusoidConfig, *, compile: bool = False, progress: bool = T
                model: nn.Module | None = None, **kwargs) -> tuple[nn.Module, History]:
     """Meta-train the paper's MLP with MAML; returns (model, history). Seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    model = model if model is not None else SinusoidMLP()
+    model = model if model is not None else SinusoidMLP(init=cfg.init)
     gen = torch.Generator().manual_seed(cfg.seed)
     history = meta_train(model, task_stream(cfg, gen), iterations=cfg.iterations,
                          inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, meta_lr=cfg.meta_lr,
