@@ -47,7 +47,8 @@ def _machine() -> dict:
 
 def _eval_json(result: EvalResult, k_shot: int, k_query: int, inner_lr: float) -> dict:
     return {"k_shot": k_shot, "k_query": k_query, "num_tasks": result.num_tasks,
-            "inner_lr": inner_lr, "steps": result.steps, "mse": result.mean, "ci95": result.ci95}
+            "inner_lr": inner_lr, "steps": result.steps, "mse": result.mean, "ci95": result.ci95,
+            "median": result.median}
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -27,6 +27,7 @@ class EvalResult:
     mean: list[float]
     ci95: list[float]
     num_tasks: int
+    median: list[float] | None = None   # robust to the rare task whose adaptation diverges
 
     def at(self, step: int) -> tuple[float, float]:
         """(mean, ci95) after ``step`` inner steps."""
@@ -34,8 +35,10 @@ class EvalResult:
         return self.mean[i], self.ci95[i]
 
     def __str__(self) -> str:
-        rows = [f"{'steps':>5}  {'mean':>9}  {'± 95% CI':>9}"]
-        rows += [f"{s:>5}  {m:>9.4f}  {c:>9.4f}" for s, m, c in zip(self.steps, self.mean, self.ci95)]
+        med = self.median or [float("nan")] * len(self.steps)
+        rows = [f"{'steps':>5}  {'mean':>9}  {'± 95% CI':>9}  {'median':>9}"]
+        rows += [f"{s:>5}  {m:>9.4f}  {c:>9.4f}  {d:>9.4f}"
+                 for s, m, c, d in zip(self.steps, self.mean, self.ci95, med)]
         return f"{self.num_tasks} tasks\n" + "\n".join(rows)
 
 
@@ -52,8 +55,9 @@ def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
 def summarize(per_task: torch.Tensor) -> EvalResult:
     """Turn a (tasks, steps+1) table of per-task values into an :class:`EvalResult`."""
     stats = [mean_ci95(per_task[:, s]) for s in range(per_task.shape[1])]
+    median = per_task.detach().double().median(dim=0).values.tolist()
     return EvalResult(steps=list(range(per_task.shape[1])), mean=[m for m, _ in stats],
-                      ci95=[c for _, c in stats], num_tasks=per_task.shape[0])
+                      ci95=[c for _, c in stats], num_tasks=per_task.shape[0], median=median)
 
 
 def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,

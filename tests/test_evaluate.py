@@ -66,3 +66,8 @@ def test_evaluation_does_not_change_the_models_parameters():
     adaptation_curve(model, params, b.x_support, b.y_support, b.x_query, b.y_query,
                      inner_lr=0.01, max_steps=3)
     assert all(torch.equal(before[k], params[k]) for k in params)
+
+
+def test_summarize_also_reports_the_median_per_step():
+    r = summarize(torch.tensor([[1.0, 0.5], [2.0, 0.5], [30.0, 1e9]]))
+    assert r.median == [2.0, 0.5]
