@@ -28,6 +28,13 @@
 # Every number and figure below is produced by the code in this notebook when you run it.
 
 # %%
+# Google Colab only: install the book's package from its repository (torch is already there).
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "git+https://github.com/mamlbook/mamlbook"], check=True)
+
+# %%
 import math
 
 import matplotlib.pyplot as plt

@@ -31,6 +31,13 @@
 # Every number and figure below comes from the runs in this notebook.
 
 # %%
+# Google Colab only: install the book's package from its repository (torch is already there).
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "git+https://github.com/mamlbook/mamlbook"], check=True)
+
+# %%
 import copy
 
 import matplotlib.pyplot as plt
@@ -41,7 +48,8 @@ from torch.func import functional_call
 from tqdm.auto import trange
 
 from mamlbook.config import banner, fast_mode, pick
-from mamlbook.evaluate import mean_ci95
+from mamlbook.checks import check_ci95, check_inner_loop
+from mamlbook.evaluate import adaptation_curve, mean_ci95
 from mamlbook.maml import adapt, meta_loss
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import (format_ci, markdown_table, plot_adaptation,
@@ -340,7 +348,28 @@ display(Markdown(note + f"Query MSE ± 95% CI on {NUM_EVAL_TASKS} test tasks:\n\
 for k in K_SHOTS:
     (m, m_ci), (p, p_ci) = maml_results[k].at(1), pretrained_results[k].at(1)
     assert m + m_ci < p - p_ci, f"K={k}: MAML {m:.3f}±{m_ci:.3f} vs pretrained {p:.3f}±{p_ci:.3f}"
-    assert maml_results[k].at(MAX_STEPS)[0] < m, f"K={k}: more steps should keep improving MAML"
+    med = maml_results[k].median
+    assert med[MAX_STEPS] < med[1], f"K={k}: for a typical task, more steps should keep improving MAML"
+
+# %% [markdown]
+# The second check uses the **median** task, not the mean, on purpose. MAML was meta-trained for
+# *one* step at $\alpha = 0.01$; nothing in training asks its starting point to stay stable for ten.
+# On rare tasks the support loss is so sharply curved there that repeated steps at the same
+# $\alpha$ overshoot and diverge, and a single such task makes the mean over 600 meaningless. The
+# book's full-length command-line run (`python -m mamlbook train --preset sinusoid`, its
+# `metrics.json` committed under `results/sinusoid/`) met exactly this: one of its 600 test tasks
+# went from MSE 0.45 after one step to more than $10^{4}$ after eight, on both of the package's code
+# paths and in float64. The cell below counts such tasks in *this* run.
+
+# %%
+for k in K_SHOTS:
+    tasks = eval_tasks(k, NUM_EVAL_TASKS)
+    curve = adaptation_curve(maml_models[k], dict(maml_models[k].named_parameters()),
+                             tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query,
+                             inner_lr=INNER_LR, max_steps=MAX_STEPS)          # (tasks, steps+1)
+    diverged = int((curve[:, MAX_STEPS] > curve[:, 0]).sum())
+    print(f"K={k}: {diverged} of {NUM_EVAL_TASKS} tasks end {MAX_STEPS} steps worse than they "
+          f"started; median MSE after {MAX_STEPS} steps {maml_results[k].median[MAX_STEPS]:.3f}")
 
 # %% [markdown]
 # ## 7. What adaptation looks like (the paper's Figure 2)
@@ -443,17 +472,7 @@ def inner_update_two_steps(model, params, x_support, y_support, inner_lr):
 
 
 # %%
-xs64, ys64 = check.x_support[0], check.y_support[0]
-mine = inner_update_two_steps(model64, params64, xs64, ys64, INNER_LR)
-reference = adapt(model64, params64, xs64, ys64, inner_lr=INNER_LR, inner_steps=2)
-for name in params64:
-    assert torch.allclose(mine[name], reference[name], rtol=0, atol=1e-12), name
-grad_mine = torch.autograd.grad(F.mse_loss(functional_call(model64, mine, (check.x_query[0],)),
-                                           check.y_query[0]), list(params64.values()))
-grad_ref = torch.autograd.grad(F.mse_loss(functional_call(model64, reference, (check.x_query[0],)),
-                                          check.y_query[0]), list(params64.values()))
-assert all(torch.allclose(a, b, rtol=0, atol=1e-10) for a, b in zip(grad_mine, grad_ref))
-print("two inner steps: parameters and meta-gradient match mamlbook.maml.adapt")
+check_inner_loop(inner_update_two_steps, inner_steps=2)
 
 # %% [markdown]
 # **Exercise 2 — the 95% confidence interval.** Given the per-task query MSEs of $n$ test tasks,
@@ -477,8 +496,7 @@ with torch.no_grad():
     per_task = ((maml_models[K_SHOT](test_tasks.x_query) - test_tasks.y_query) ** 2).mean(dim=(1, 2))
 mean, ci = mean_and_ci95(per_task)
 print(f"MAML before adaptation: {format_ci(mean, ci, 3)}  (n = {per_task.numel()})")
-ref_mean, ref_ci = mean_ci95(per_task)
-assert abs(mean - ref_mean) < 1e-9 and abs(ci - ref_ci) < 1e-9
+check_ci95(mean_and_ci95)
 assert abs(mean - maml_results[K_SHOT].at(0)[0]) < 1e-5   # the same tasks as the table's step 0
 
 # %% [markdown]

@@ -27,6 +27,13 @@
 # - the correct facts about **mini-ImageNet**, the other benchmark of the paper.
 
 # %%
+# Google Colab only: install the book's package from its repository (torch is already there).
+import subprocess, sys
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "git+https://github.com/mamlbook/mamlbook"], check=True)
+
+# %%
 from mamlbook.config import banner
 
 banner("Chapter 5");
@@ -367,18 +374,22 @@ perfect.x_query = perfect.x_support.clone()  # each query IS its support image: 
 assert nearest_neighbour_accuracy(perfect) == 1.0
 
 # %% [markdown]
-# **Exercise 2 — how many tasks are there?** Compute `num_task_sets`, the number of different *sets* of
-# 5 classes a 5-way task on the small meta-train split can use, with the four rotations, and
-# `ratio`, how many times more that is than without rotations. (Hint: `math.comb`.)
+# **Exercise 2 — how many tasks are there?** Write `count_task_sets(num_characters)`: the number of
+# different *sets* of 5 classes a 5-way task can use when each of `num_characters` characters comes
+# in four rotations, and how many times more that is than without rotations. (Hint: `math.comb`.)
 
 # %%
-### BEGIN SOLUTION
+def count_task_sets(num_characters, n_way=5, rotations=4):
+    """(number of n_way-class sets with the rotations as classes, how many times more than without)."""
+    ### BEGIN SOLUTION
+    with_rotations = math.comb(rotations * num_characters, n_way)
+    return with_rotations, with_rotations / math.comb(num_characters, n_way)
+    ### END SOLUTION
+
+
+# %%
 no_rotation = omniglot_splits("small", small1_path.parent, rotations=(0,))["train"].num_classes
-num_task_sets = math.comb(4 * no_rotation, 5)
-ratio = num_task_sets / math.comb(no_rotation, 5)
-### END SOLUTION
-
-# %%
+num_task_sets, ratio = count_task_sets(no_rotation)
 print(f"{num_task_sets:,} class sets; {ratio:.0f}× more than without rotations")
 if not FAKE:
     assert num_task_sets == math.comb(544, 5)
