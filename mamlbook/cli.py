@@ -4,6 +4,15 @@
                              [--inner-lr A] [--k-shot K] [--resume] [--no-compile]
     python -m mamlbook evaluate --checkpoint runs/sine/checkpoint.pt [--tasks 600]
 
+    python -m mamlbook train --preset omniglot-5w1s|omniglot-5w5s|omniglot-20w1s|omniglot-20w5s|
+                                      miniimagenet-5w1s|miniimagenet-5w5s --data DIR --out DIR
+                             [--resume] [--amp] [--first-order] [--iterations N] [--time-budget S]
+    python -m mamlbook evaluate --checkpoint runs/omni/best.pt --data DIR [--tasks 600]
+
+The classification presets (see mamlbook/presets.py and docs/classification.md) write
+``OUT/checkpoint.pt``, ``OUT/best.pt`` (best meta-validation accuracy), ``OUT/log.csv`` and
+``OUT/metrics.json``; the 600-task meta-test is run on ``best.pt``.
+
 ``train`` writes ``OUT/checkpoint.pt`` (every ``--checkpoint-every`` iterations, atomically,
 so ``--resume`` continues an interrupted run exactly) and, at the end, ``OUT/metrics.json``:
 
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import platform
 import shutil
 import sys
@@ -31,12 +41,14 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import fast_mode
 from .evaluate import NUM_TEST_TASKS, EvalResult
 from .models import SinusoidMLP
+from .presets import PRESETS as FEWSHOT_PRESETS
 from .sinusoid import SinusoidConfig, evaluate_model, task_stream
 from .train import make_meta_optimizer, meta_train
 
 PRESETS = {
     "sinusoid": "Finn et al. 2017 §5.1: MLP 1-40-40-1, K=10, meta-batch 25, α=0.01, 1 inner step, "
                 "Adam β=1e-3, 70,000 iterations",
+    **{name: p.describe() for name, p in FEWSHOT_PRESETS.items()},
 }
 
 
@@ -51,9 +63,20 @@ def _eval_json(result: EvalResult, k_shot: int, k_query: int, inner_lr: float) -
             "median": result.median}
 
 
+def _finite_or_null(obj):
+    """JSON has no inf/NaN: a mean that overflowed (a diverged task) is written as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(_finite_or_null(obj), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
 
 
@@ -90,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", choices=("pytorch", "official"), default="pytorch",
                     help="weight init: PyTorch's default, or the official code's truncated normal (std 0.01)")
     tr.add_argument("--eval-tasks", type=_positive_int, default=NUM_TEST_TASKS)
-    tr.add_argument("--checkpoint-every", type=_positive_int, default=5000)
+    tr.add_argument("--checkpoint-every", type=_positive_int,
+                    help="iterations between checkpoints (sinusoid: 5000; classification presets: 1000)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--no-compile", dest="compile", action="store_false",
                     help="skip torch.compile (it needs a C compiler; ~40 s once, then ~4x faster steps)")
@@ -98,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for PyTorch (default 1: the sinusoid MLP's matrices are tiny, and "
                          "more threads only add synchronisation; measured 4-10x slower on a busy 2-core machine)")
     tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.add_argument("--data", type=Path, help="classification presets: the data folder (see docs/data.md)")
+    tr.add_argument("--amp", action="store_true",
+                    help="mixed precision (bf16 autocast, or fp16 + GradScaler); needs a CUDA GPU")
+    tr.add_argument("--device", help="classification presets: cpu or cuda (default: cuda if available)")
+    tr.add_argument("--time-budget", type=_positive_float,
+                    help="classification presets: stop (with a checkpoint) after this many seconds of training")
+    tr.add_argument("--val-every", type=_positive_int, help="classification presets: validate every N iterations")
+    tr.add_argument("--split", choices=["small", "maml", "vinyals"],
+                    help="Omniglot split preset (default 'maml'; 'small' = the two small background sets)")
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint on new tasks")
     ev.add_argument("--checkpoint", required=True, type=Path)
@@ -105,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=_positive_int, default=10, help="largest number of inner steps")
     ev.add_argument("--inner-lr", type=_positive_float, help="α at test time (default: the training α)")
     ev.add_argument("--json", type=Path, help="where to write the result (default: eval.json beside the checkpoint)")
+    ev.add_argument("--data", type=Path, help="classification checkpoints: the data folder")
+    ev.add_argument("--device", help="classification checkpoints: cpu or cuda")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the meta-test task sampler")
     return parser
 
 
@@ -159,7 +195,7 @@ def train(args) -> dict:
             "train_time_s": prior_time + time.perf_counter() - started})
 
     def on_iteration(iteration: int) -> None:
-        if iteration % args.checkpoint_every == 0 and iteration < cfg.iterations:
+        if iteration % (args.checkpoint_every or 5000) == 0 and iteration < cfg.iterations:
             checkpoint(iteration)
 
     history = meta_train(model, task_stream(cfg, generator), iterations=cfg.iterations,
@@ -218,10 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            train(args)
+            if args.preset in FEWSHOT_PRESETS:
+                from .cli_fewshot import train_fewshot_cli
+                train_fewshot_cli(args)
+            else:
+                train(args)
         else:
-            evaluate(args)
-    except (CheckpointError, ValueError) as err:
+            from .cli_fewshot import evaluate_fewshot_cli, is_fewshot_checkpoint
+            if is_fewshot_checkpoint(args.checkpoint):
+                evaluate_fewshot_cli(args)
+            else:
+                evaluate(args)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

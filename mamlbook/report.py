@@ -13,9 +13,14 @@ from pathlib import Path
 
 
 def _cell(metrics: dict, step: int) -> str:
+    """'mean ± ci95', plus the median where the file has it; a null or huge mean means a task diverged."""
     ev = metrics["eval"]
     i = ev["steps"].index(step)
-    return f"{ev['mse'][i]:.3f} ± {ev['ci95'][i]:.3f}"
+    mean, ci = ev["mse"][i], ev["ci95"][i]
+    text = "diverged¹" if mean is None or mean > 1e3 else f"{mean:.3f} ± {ci:.3f}"
+    if ev.get("median"):
+        text += f" (median {ev['median'][i]:.3f})"
+    return text
 
 
 def sinusoid_table(paths: list[str | Path]) -> str:
@@ -30,6 +35,10 @@ def sinusoid_table(paths: list[str | Path]) -> str:
                     f"{_cell(m, 1)} | {_cell(m, 10)} | {m['wall_time_s']:.0f} s | "
                     f"{m['machine']['cpu_threads']} | {'yes' if m.get('compiled') else 'no'} | "
                     f"{m['date'][:10]} |")
+    if any("diverged¹" in r for r in rows):
+        rows.append("")
+        rows.append("¹ the mean is dominated by a task whose adaptation diverged at α = 0.01; "
+                    "see the median.")
     return "\n".join(rows)
 
 
