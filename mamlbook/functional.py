@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
+from .conv import has_native_batchnorm
 from .maml import LossFn, Params, _check_inner
 
 
@@ -25,8 +26,16 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
 
     ``params`` must be plain tensors (e.g. ``{k: v.detach() for k, v in ...}``); inputs are
     (T, K|Q, ...). With ``first_order=True`` the inner gradients are detached (FOMAML).
+    Models with batch-statistics BatchNorm must use :class:`mamlbook.conv.BatchNorm`: the
+    native ``nn.BatchNorm*d`` is refused (its meta-gradient under this transform is wrong).
     """
     _check_inner(inner_lr, inner_steps)
+    if has_native_batchnorm(model):
+        raise ValueError(
+            "make_meta_grad cannot differentiate PyTorch's nn.BatchNorm*d correctly: torch.func's "
+            "grad of vmap through the native batch-norm kernel gives wrong second-order "
+            "meta-gradients (torch 2.14; chapter 4). Use mamlbook.conv.BatchNorm (batch statistics, "
+            "vmap-safe) in the model, or mamlbook.maml.meta_loss.")
 
     def support_loss(p, x, y):
         return loss_fn(functional_call(model, p, (x,)), y)

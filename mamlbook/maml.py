@@ -67,17 +67,32 @@ def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: 
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    from .conv import has_batchnorm
+    return has_batchnorm(model)
 
 
-def resolve_batched(model: nn.Module, batched: bool | str) -> bool:
-    """Choose the batched (vmap) or looped path; ``"auto"`` batches unless the model has BatchNorm.
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
-    BatchNorm is kept on the per-task loop: the second-order meta-gradient through
-    ``nn.BatchNorm2d`` under ``vmap`` is wrong in torch 2.14 (see the meta-gradient chapter).
+
+def resolve_batched(model: nn.Module, batched: bool | str,
+                    device: torch.device | str | None = None) -> bool:
+    """Choose the batched (vmap) or looped path over the tasks of a meta-batch.
+
+    ``"auto"`` batches on a GPU, and on a CPU batches models without BatchNorm (MLPs: 5–7×
+    faster than the loop) but loops over tasks for conv + BatchNorm models, where the
+    per-task loop runs PyTorch's native kernels on big batches and ``vmap`` has to fall back
+    to grouped convolutions and a hand-written BatchNorm (measured slower on CPU: see
+    ``docs/benchmarks.md``). Both paths give the same numbers; the tests check it in float64.
+
+    Args:
+        batched: True (vmap), False (loop) or "auto".
+        device: where the computation runs; by default, the device of the model's parameters.
     """
     if batched == "auto":
-        return not _has_batchnorm(model)
+        device = torch.device(device) if device is not None else _device_of(model)
+        return device.type != "cpu" or not _has_batchnorm(model)
     if not isinstance(batched, bool):
         raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
     return batched
@@ -125,14 +140,55 @@ def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_suppo
             graph per task), "auto" picks (see :func:`resolve_batched`). Both give the
             same numbers; the tests check it in float64.
     """
-    if resolve_batched(model, batched):
+    if resolve_batched(model, batched, x_support.device):
         task_params = batched_adapt(model, params, x_support, y_support, inner_lr=inner_lr,
                                     inner_steps=inner_steps, loss_fn=loss_fn,
                                     first_order=first_order)
         return batched_losses(model, task_params, x_query, y_query, loss_fn).mean()
     total = 0.0
     for i in range(x_support.shape[0]):
-        adapted = adapt(model, params, x_support[i], y_support[i], inner_lr=inner_lr,
-                        inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
-        total = total + loss_fn(functional_call(model, adapted, (x_query[i],)), y_query[i])
+        total = total + task_query_loss(model, params, x_support[i], y_support[i], x_query[i],
+                                        y_query[i], inner_lr=inner_lr, inner_steps=inner_steps,
+                                        loss_fn=loss_fn, first_order=first_order)
     return total / x_support.shape[0]
+
+
+def task_query_loss(model: nn.Module, params: Params, x_support: torch.Tensor,
+                    y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                    inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+                    first_order: bool = False) -> torch.Tensor:
+    """One task's L_query(θ'), θ' adapted on its support set: the summand of :func:`meta_loss`."""
+    adapted = adapt(model, params, x_support, y_support, inner_lr=inner_lr,
+                    inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+    return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
+
+
+def meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor,
+                  y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                  inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+                  first_order: bool = False, batched: bool | str = "auto") -> torch.Tensor:
+    """Accumulate the meta-gradient of :func:`meta_loss` into ``p.grad``; return the loss (detached).
+
+    The same gradient as ``meta_loss(...).backward()``, with less memory on the looped path:
+    each task's graph is differentiated and freed before the next task's is built, so peak
+    memory is one task's graph instead of the whole meta-batch's (on W2, ~0.2 GB instead
+    of ~2 GB). The batched path builds one graph for all tasks, as ``meta_loss`` does.
+    """
+    names = [k for k, v in params.items() if v.requires_grad]
+    if not names:
+        raise ValueError("meta_backward needs parameters with requires_grad=True")
+    if resolve_batched(model, batched, x_support.device):
+        loss = meta_loss(model, params, x_support, y_support, x_query, y_query,
+                         inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
+                         first_order=first_order, batched=True)
+        loss.backward()
+        return loss.detach()
+    num_tasks = x_support.shape[0]
+    total = None
+    for i in range(num_tasks):
+        loss = task_query_loss(model, params, x_support[i], y_support[i], x_query[i], y_query[i],
+                               inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
+                               first_order=first_order) / num_tasks
+        loss.backward()   # frees task i's graph now
+        total = loss.detach() if total is None else total + loss.detach()
+    return total

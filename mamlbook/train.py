@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .functional import make_meta_grad
-from .maml import LossFn, meta_loss
+from .maml import LossFn, meta_backward
 
 # A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
 BatchFn = Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -84,10 +84,10 @@ def meta_train(model: nn.Module, sample_batch: BatchFn, *, iterations: int, inne
         xs, ys, xq, yq = sample_batch()
         optimizer.zero_grad(set_to_none=True)
         if meta_grad is None:
-            loss = meta_loss(model, params, xs, ys, xq, yq, inner_lr=inner_lr,
-                             inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
-                             batched=batched)
-            loss.backward()
+            # One backward per task on the looped path: only one task's graph is held at a time.
+            loss = meta_backward(model, params, xs, ys, xq, yq, inner_lr=inner_lr,
+                                 inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                                 batched=batched)
         else:
             grads, loss = meta_grad({k: v.detach() for k, v in params.items()}, xs, ys, xq, yq)
             for name, p in params.items():

@@ -1,0 +1,64 @@
+"""The benchmark command's behaviour on tiny workloads (what it prints and writes, not timings)."""
+import argparse
+import json
+
+import pytest
+
+from mamlbook import bench
+
+REQUIRED = {"workload", "impl", "order", "device", "ms_median", "speedup_vs_loop", "peak_mem_mb",
+            "grad_rel_err_vs_loop"}
+
+
+def run_bench(*argv):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args(list(argv)))
+
+
+def test_quick_in_process_run_writes_one_row_per_impl_and_order(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "W1", "--impls", "mamlbook", "--quick", "--in-process",
+                     "--json", str(out)) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["impl"], r["order"]) for r in rows} == {
+        (i, o) for i in ("loop", "mamlbook") for o in ("second", "first")}
+    for r in rows:
+        assert REQUIRED <= r.keys() and r["workload"] == "W1" and r["device"] == "cpu"
+        assert r["ms_median"] > 0 and len(r["ms_all"]) == 1       # --quick: one timed step
+        assert r["grad_rel_err_vs_loop"] < 1e-5                    # same gradient as the loop (float32)
+        loop = next(x for x in rows if x["impl"] == "loop" and x["order"] == r["order"])
+        assert r["speedup_vs_loop"] == pytest.approx(loop["ms_median"] / r["ms_median"])
+    printed = capsys.readouterr().out
+    assert "QUICK" in printed and "| W1 | second | cpu | mamlbook |" in printed
+
+
+def test_each_configuration_runs_in_its_own_subprocess_by_default(tmp_path):
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "w1", "--orders", "first", "--impls", "mamlbook", "--quick",
+                     "--json", str(out)) == 0
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == ["loop", "mamlbook"]
+    assert all("own process" in r["memory_measure"] for r in rows)
+
+
+def test_missing_higher_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, "_higher_available", lambda: False)
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "W1", "--orders", "second", "--impls", "higher", "--quick",
+                     "--in-process", "--json", str(out)) == 0
+    assert "higher` is not installed" in capsys.readouterr().out
+    assert [r["impl"] for r in json.loads(out.read_text())] == ["loop"]
+
+
+@pytest.mark.parametrize("argv, message", [(["--workloads", "W9"], "unknown workload"),
+                                           (["--orders", "third"], "--orders")])
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
+    assert run_bench(*argv, "--quick", "--in-process") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_w3_projection_for_60000_iterations_is_printed(capsys):
+    assert run_bench("--workloads", "W3", "--orders", "first", "--impls", "mamlbook", "--quick",
+                     "--in-process", "--warmup", "0") == 0
+    assert "60,000 iterations" in capsys.readouterr().out
