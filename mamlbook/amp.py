@@ -1,0 +1,59 @@
+"""Mixed precision for meta-training: bf16 autocast where the GPU supports it, else fp16 + GradScaler.
+
+MAML's second-order meta-gradient differentiates *through* the inner gradient step, so its
+graph is about twice as deep as ordinary training's; half precision halves the memory of
+that graph and runs the convolutions on tensor cores. bfloat16 keeps float32's exponent
+range, so no loss scaling is needed; float16 does need a :class:`torch.amp.GradScaler`
+for the outer (meta) gradient. The inner-loop gradients are never scaled (the scaler
+only sees the outer loss), which is one more reason to prefer bf16 where it exists.
+
+On a CPU, ``--amp`` is refused with a message: PyTorch's CPU autocast runs the native
+batch-norm kernel with bfloat16 inputs and float32 weights and fails inside our
+batch-statistics BatchNorm, and bf16 on a CPU without AMX is slower than float32 anyway.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+class AmpNotSupportedError(ValueError):
+    """``--amp`` was asked for where mixed precision cannot run."""
+
+
+@dataclass
+class Amp:
+    """What mixed precision does on ``device``: its dtype (None = off) and an optional GradScaler."""
+
+    enabled: bool
+    device: torch.device
+    dtype: torch.dtype | None = None
+    scaler: "torch.amp.GradScaler | None" = None
+
+    @classmethod
+    def create(cls, enabled: bool, device: torch.device | str) -> "Amp":
+        """Pick bf16 (CUDA with bf16 support) or fp16 + GradScaler (older CUDA); refuse on CPU."""
+        device = torch.device(device)
+        if not enabled:
+            return cls(False, device)
+        if device.type != "cuda":
+            raise AmpNotSupportedError(
+                f"--amp (mixed precision) needs a CUDA GPU; this run is on {device.type}. On a CPU, "
+                "PyTorch's bf16 autocast fails inside the batch-statistics BatchNorm and would be "
+                "slower than float32 anyway: run without --amp (float32).")
+        if torch.cuda.is_bf16_supported():
+            return cls(True, device, torch.bfloat16)
+        return cls(True, device, torch.float16, torch.amp.GradScaler("cuda"))
+
+    def autocast(self):
+        """A context manager: autocast to ``dtype`` when enabled, a no-op otherwise."""
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "float32"
+        return f"autocast {str(self.dtype).removeprefix('torch.')}" + (" + GradScaler" if self.scaler else "")

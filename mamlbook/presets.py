@@ -1,0 +1,81 @@
+"""The paper's classification settings as named presets, each with its published result and source.
+
+Sources:
+- [P] Finn, Abbeel & Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+  Networks", ICML 2017: Table 1 (results) and Appendix A.1 (hyperparameters).
+- [C] the official code, github.com/cbfinn/maml: README.md's example commands, ``main.py``,
+  ``maml.py`` (Adam meta-optimizer with β = 1e-3; meta-gradient clipped to ±10 on
+  mini-ImageNet) and ``utils.py`` (``xent`` = softmax cross-entropy / K per example, whose
+  ``tf.gradients`` sums over the N·K support examples).
+
+**α is converted to PyTorch's MEAN cross-entropy**: the official inner loss is Σ xent / K
+over N·K examples = N × mean xent, so α_mean = N × α_official: 5-way Omniglot 0.4 → 2.0,
+20-way Omniglot 0.1 → 2.0, 5-way mini-ImageNet 0.01 → 0.05 (chapter 6 shows the equivalence).
+
+Test-time steps: [P] A.1 evaluates 5-way Omniglot with 3 steps and 20-way with 5; this book
+adapts with 10 steps at meta-test for every preset (the issue's protocol; mini-ImageNet's 10
+is [P]'s). Omniglot queries per class = K ([C]: ``update_batch_size`` for both sets);
+mini-ImageNet trains with 15 queries per class ([P] A.1, following Ravi & Larochelle).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fewshot import FewShotConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration, the paper's result for it, and where each number comes from."""
+
+    name: str
+    config: FewShotConfig
+    paper_acc: float              # % on 600 meta-test tasks, [P] Table 1
+    paper_ci95: float
+    source: str
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{self.name}: {c.n_way}-way {c.k_shot}-shot {c.dataset}, meta-batch {c.meta_batch_size}, "
+                f"{c.inner_steps} inner step(s) at α={c.inner_lr} (mean CE) in training, "
+                f"{c.test_inner_steps} at test, {c.k_query} queries/class, {c.iterations:,} iterations; "
+                f"paper {self.paper_acc} ± {self.paper_ci95}% ({self.source})")
+
+
+def _omniglot(n_way, k_shot, meta_batch, inner_steps, alpha_official):
+    return FewShotConfig(dataset="omniglot", split="maml", n_way=n_way, k_shot=k_shot, k_query=k_shot,
+                         meta_batch_size=meta_batch, inner_lr=alpha_official * n_way,
+                         inner_steps=inner_steps, test_inner_steps=10, iterations=60_000,
+                         val_every=1000, val_tasks=200, checkpoint_every=1000)
+
+
+def _mini(k_shot, meta_batch):
+    return FewShotConfig(dataset="miniimagenet", n_way=5, k_shot=k_shot, k_query=15,
+                         meta_batch_size=meta_batch, inner_lr=0.01 * 5, inner_steps=5,
+                         test_inner_steps=10, iterations=60_000, grad_clip=10.0,
+                         val_every=1000, val_tasks=200, checkpoint_every=1000)
+
+
+PRESETS: dict[str, Preset] = {
+    "omniglot-5w1s": Preset("omniglot-5w1s", _omniglot(5, 1, 32, 1, 0.4), 98.7, 0.4,
+                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32, 60k iterations"),
+    "omniglot-5w5s": Preset("omniglot-5w5s", _omniglot(5, 5, 32, 1, 0.4), 99.9, 0.1,
+                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32, 60k iterations"),
+    "omniglot-20w1s": Preset("omniglot-20w1s", _omniglot(20, 1, 16, 5, 0.1), 95.8, 0.3,
+                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16, 60k iterations"),
+    "omniglot-20w5s": Preset("omniglot-20w5s", _omniglot(20, 5, 16, 5, 0.1), 98.9, 0.2,
+                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16, 60k iterations"),
+    "miniimagenet-5w1s": Preset("miniimagenet-5w1s", _mini(1, 4), 48.70, 1.84,
+                                "[P] Table 1 (first-order: 48.07 ± 1.75); A.1: α=0.01, 5 steps "
+                                "(10 at test), meta-batch 4, 15 queries/class, 60k iterations"),
+    "miniimagenet-5w5s": Preset("miniimagenet-5w5s", _mini(5, 2), 63.11, 0.92,
+                                "[P] Table 1 (first-order: 63.15 ± 0.91); A.1: α=0.01, 5 steps "
+                                "(10 at test), meta-batch 2, 15 queries/class, 60k iterations"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``, or a ValueError listing the ones there are."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
