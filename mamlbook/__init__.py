@@ -11,13 +11,22 @@ does the same thing. Modules, one job each:
 - ``train``       the meta-training loop and the joint-training baseline
 - ``evaluate``    meta-test adaptation curves and 95% confidence intervals
 - ``sinusoid``    the paper's sinusoid experiment and its baselines
+- ``reptile``     Reptile's update (what "averaging the adapted parameters" really is)
+- ``conv``        the paper's Conv4 models with a batch-statistics BatchNorm that is safe under vmap
+- ``fewshot``     MAML for N-way K-shot classification: training, validation, 600-task tests
+- ``presets``     the paper's classification settings, each with its source
+- ``data``        episodes, Omniglot, mini-ImageNet, checked downloads
+- ``checks``      exercise checks that explain a mismatch in words
+- ``student``     generates the student versions of the notebooks
+- ``bench``       ``python -m mamlbook bench``: ms per meta-step against the baselines
+- ``report``      results tables from ``metrics.json`` files
 - ``checkpoint``  atomic checkpoints that load with ``weights_only=True``
 - ``plotting``    the book's figures
-- ``cli``         ``python -m mamlbook train|evaluate``
+- ``cli``         ``python -m mamlbook train|evaluate|bench``
 """
 from .config import banner, fast_mode, pick, seed_everything
 from .evaluate import EvalResult, adaptation_curve, mean_ci95, summarize
-from .maml import adapt, batched_adapt, meta_loss
+from .maml import adapt, batched_adapt, meta_backward, meta_loss
 from .models import SinusoidMLP, params_of
 from .tasks import SinusoidBatch, sample_sinusoid_tasks
 from .train import History, meta_train, pretrain

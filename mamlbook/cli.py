@@ -1,4 +1,4 @@
-"""Command line for long runs: ``python -m mamlbook train|evaluate``.
+"""Command line for long runs: ``python -m mamlbook train|evaluate|bench``.
 
     python -m mamlbook train --preset sinusoid --out runs/sine [--iterations N] [--seed S]
                              [--inner-lr A] [--k-shot K] [--resume] [--no-compile]
@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, help="classification checkpoints: the data folder")
     ev.add_argument("--device", help="classification checkpoints: cpu or cuda")
     ev.add_argument("--seed", type=int, default=0, help="seed of the meta-test task sampler")
+
+    from . import bench  # imported here: the benchmark module pulls in the conv models
+    be = sub.add_parser("bench", help="time one meta-training step against the baselines (ms/step, ratios)")
+    bench.add_arguments(be)
     return parser
 
 
@@ -253,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "bench":
+            from . import bench
+            return bench.run(args)
         if args.command == "train":
             if args.preset in FEWSHOT_PRESETS:
                 from .cli_fewshot import train_fewshot_cli
