@@ -76,3 +76,12 @@ def test_torch_func_meta_gradient_refuses_pytorchs_native_batchnorm():
                           nn.Flatten(), nn.Linear(2, 2))
     with pytest.raises(ValueError, match="mamlbook.conv.BatchNorm"):
         make_meta_grad(model, inner_lr=0.1, loss_fn=F.cross_entropy)
+
+
+def test_batchnorm_runs_under_cpu_bf16_autocast():
+    # Under autocast the conv output is bf16 while BN's shift stays fp32.
+    from mamlbook.conv import omniglot_conv4
+    model = omniglot_conv4(n_way=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(10, 1, 28, 28))
+    assert logits.shape == (10, 5) and torch.isfinite(logits.float()).all()
