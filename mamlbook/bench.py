@@ -404,5 +404,23 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
+def saved_graph_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn()`` runs.
+
+    A ``saved_tensors_hooks`` tally: the graph that second-order MAML must keep until the
+    outer backward, independent of allocator noise (chapter 3 writes it out in full).
+    """
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
 if __name__ == "__main__":
     sys.exit(main())

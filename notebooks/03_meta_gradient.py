@@ -238,6 +238,9 @@ def saved_graph_bytes(fn):
     return total
 
 
+# The package keeps the same function as `mamlbook.bench.saved_graph_bytes` (chapter 4 uses it).
+
+
 def flat_grad(loss, params):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
 

@@ -144,18 +144,7 @@ plt.show()
 # bytes autograd saves for backward (a `saved_tensors_hooks` tally) as the inner steps grow:
 
 # %%
-def saved_bytes(fn):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
+from mamlbook.bench import saved_graph_bytes as saved_bytes   # chapter 3 writes it out in full
 
 graph_kib = {order: [saved_bytes(lambda: meta_loss(mlp32, p32, *data32, inner_lr=INNER_LR,
                                                    inner_steps=s, batched=True,
