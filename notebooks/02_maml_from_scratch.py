@@ -321,7 +321,11 @@ plt.show()
 # this benchmark come from **Table 1 of the Meta-SGD paper** (Li, Zhou, Chen & Li, 2017,
 # arXiv:1707.09835), which re-ran MAML on the same sinusoid family: $1.13 \pm 0.18$ ($K=5$),
 # $0.77 \pm 0.11$ ($K=10$), $0.48 \pm 0.08$ ($K=20$) after one step. They come from that paper's
-# own runs and evaluation, so treat the comparison as indicative, not exact.
+# own runs and evaluation, so treat the comparison as indicative, not exact. One more caveat, in
+# fairness to the reader: we could not retrieve the text of that table with the tools this book
+# was written with (only the paper's abstract), so these three numbers are quoted as they are
+# commonly cited, not checked by us against the PDF — look them up in arXiv:1707.09835 before you
+# cite them.
 
 # %%
 REPORTED_MAML_1_STEP = {5: (1.13, 0.18), 10: (0.77, 0.11), 20: (0.48, 0.08)}  # Li et al. 2017, Table 1
