@@ -12,6 +12,10 @@ does the same thing. Modules, one job each:
 - ``evaluate``    meta-test adaptation curves and 95% confidence intervals
 - ``sinusoid``    the paper's sinusoid experiment and its baselines
 - ``reptile``     Reptile's update (what "averaging the adapted parameters" really is)
+- ``anil``        ANIL: adapt only the head; the body is meta-learned in the outer loop
+- ``metasgd``     Meta-SGD: a learned inner learning rate for every parameter coordinate
+- ``mamlpp``      MAML++'s multi-step loss, per-layer per-step learning rates, derivative-order annealing
+- ``protonet``    Prototypical Networks, the metric-learning baseline
 - ``conv``        the paper's Conv4 models with a batch-statistics BatchNorm that is safe under vmap
 - ``fewshot``     MAML for N-way K-shot classification: training, validation, 600-task tests
 - ``presets``     the paper's classification settings, each with its source

@@ -1,0 +1,142 @@
+"""ANIL — Almost No Inner Loop (Raghu, Raghu, Bengio & Vinyals, ICLR 2020): adapt only the head.
+
+Split θ into a body θ_b (the feature extractor) and a head θ_h (the last layer, e.g. Conv4's
+``classifier.*``). The inner loop adapts the head alone,
+
+    θ_h' = θ_h − α ∇_{θ_h} L_support(θ_b, θ_h)          (θ_b is not touched)
+
+and the outer loss is (1/T) Σ_i L_query_i(θ_b, θ_h'_i), minimised over *both* θ_b and θ_h. The body
+is therefore meta-learned in the outer loop only — but its meta-gradient still flows through the
+head's adaptation (θ_h' depends on θ_b through ∇_{θ_h} L_support), unless ``first_order=True``.
+Raghu et al. show this matches MAML's accuracy on Omniglot and mini-ImageNet: MAML's inner loop
+mostly re-uses features rather than changing them.
+
+Same functional core as :mod:`mamlbook.maml`: θ is a name → tensor dict run through
+``torch.func.functional_call``; the head is every entry whose name starts with ``head`` (a
+prefix or a tuple of prefixes). With the head = every parameter, ANIL *is* MAML (the tests
+check it in float64).
+
+This version re-runs the whole network at every inner step, which keeps it model-agnostic;
+the paper's speed-up (features computed once per task) needs the body and head as separate
+modules.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .maml import LossFn, Params, _check_inner, _grads, batched_losses, resolve_batched, sgd_step
+
+HeadSpec = str | tuple[str, ...]
+
+
+def split_head(params: Params, head: HeadSpec) -> tuple[Params, Params]:
+    """(body, head): ``params`` split by name; the head is every name starting with ``head``.
+
+    Raises:
+        ValueError: no parameter name starts with ``head`` (the message lists the names).
+    """
+    prefixes = (head,) if isinstance(head, str) else tuple(head)
+    head_params = {k: v for k, v in params.items() if k.startswith(prefixes)}
+    if not head_params:
+        raise ValueError(f"no parameter name starts with {prefixes}; the names are {list(params)}. "
+                         "Pass the head's prefix, e.g. head='classifier.' for Conv4 or '4.' "
+                         "for SinusoidMLP's last layer.")
+    body = {k: v for k, v in params.items() if k not in head_params}
+    return body, head_params
+
+
+def adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
+               head: HeadSpec, inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+               first_order: bool = False) -> Params:
+    """ANIL's inner loop: ``inner_steps`` SGD steps on the head only; returns the full θ' dict.
+
+    Body entries of the result are the very tensors of ``params`` (not copies), so the body is
+    left bit-identical. Arguments as :func:`mamlbook.maml.adapt`, plus ``head``, the prefix (or
+    tuple of prefixes) of the head's parameter names.
+    """
+    _check_inner(inner_lr, inner_steps)
+    body, head_params = split_head(params, head)
+    for _ in range(inner_steps):
+        loss = loss_fn(functional_call(model, {**body, **head_params}, (x_support,)), y_support)
+        head_params = sgd_step(head_params, _grads(loss, head_params, create_graph=not first_order),
+                               inner_lr)
+    return {k: head_params[k] if k in head_params else body[k] for k in params}  # θ's key order
+
+
+def batched_adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor,
+                       y_support: torch.Tensor, *, head: HeadSpec, inner_lr: float,
+                       inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+                       first_order: bool = False) -> Params:
+    """:func:`adapt_head` for T tasks at once under vmap; every entry of the result is (T, *shape).
+
+    The body is expanded to T copies (a view, no memory copied) that no inner step changes.
+    """
+    _check_inner(inner_lr, inner_steps)
+    num_tasks = x_support.shape[0]
+    expand = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+    body, head_params = split_head(expand, head)
+    for _ in range(inner_steps):
+        losses = batched_losses(model, {**body, **head_params}, x_support, y_support, loss_fn)  # (T,)
+        grads = _grads(losses.sum(), head_params, create_graph=not first_order)
+        head_params = sgd_step(head_params, grads, inner_lr)
+    return {k: head_params[k] if k in head_params else body[k] for k in params}
+
+
+def anil_task_query_loss(model: nn.Module, params: Params, x_support: torch.Tensor,
+                         y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                         head: HeadSpec, inner_lr: float, inner_steps: int = 1,
+                         loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> torch.Tensor:
+    """One task's L_query(θ_b, θ_h'): the summand of :func:`anil_meta_loss`."""
+    adapted = adapt_head(model, params, x_support, y_support, head=head, inner_lr=inner_lr,
+                         inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+    return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
+
+
+def anil_meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,
+                   x_query: torch.Tensor, y_query: torch.Tensor, *, head: HeadSpec, inner_lr: float,
+                   inner_steps: int = 1, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
+                   batched: bool | str = "auto") -> torch.Tensor:
+    """ANIL's outer loss (1/T) Σ_i L_query_i(θ_b, θ_h'_i); ``.backward()`` gives θ_b's and θ_h's meta-gradients.
+
+    Tensors are (T, K, ...) for support and (T, Q, ...) for query; ``batched`` as in
+    :func:`mamlbook.maml.meta_loss`.
+    """
+    kw = dict(head=head, inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
+              first_order=first_order)
+    if resolve_batched(model, batched, x_support.device):
+        task_params = batched_adapt_head(model, params, x_support, y_support, **kw)
+        return batched_losses(model, task_params, x_query, y_query, loss_fn).mean()
+    total = 0.0
+    for i in range(x_support.shape[0]):
+        total = total + anil_task_query_loss(model, params, x_support[i], y_support[i],
+                                             x_query[i], y_query[i], **kw)
+    return total / x_support.shape[0]
+
+
+def anil_meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor,
+                       y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                       head: HeadSpec, inner_lr: float, inner_steps: int = 1,
+                       loss_fn: LossFn = F.mse_loss, first_order: bool = False,
+                       batched: bool | str = "auto") -> torch.Tensor:
+    """Accumulate ANIL's meta-gradient into ``p.grad``; return the loss (detached).
+
+    The looped path frees each task's graph before building the next, as
+    :func:`mamlbook.maml.meta_backward` does.
+    """
+    kw = dict(head=head, inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
+              first_order=first_order)
+    if resolve_batched(model, batched, x_support.device):
+        loss = anil_meta_loss(model, params, x_support, y_support, x_query, y_query, batched=True, **kw)
+        loss.backward()
+        return loss.detach()
+    num_tasks = x_support.shape[0]
+    total = None
+    for i in range(num_tasks):
+        loss = anil_task_query_loss(model, params, x_support[i], y_support[i], x_query[i],
+                                    y_query[i], **kw) / num_tasks
+        loss.backward()   # frees task i's graph now
+        total = loss.detach() if total is None else total + loss.detach()
+    return total

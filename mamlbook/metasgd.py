@@ -1,0 +1,147 @@
+"""Meta-SGD (Li, Zhou, Chen & Li, 2017): learn a learning rate for every parameter coordinate.
+
+MAML's inner step uses one scalar α for every parameter. Meta-SGD replaces it by a tensor α of
+θ's shape, applied elementwise, and meta-learns it with θ:
+
+    θ' = θ − α ⊙ ∇_θ L_support(θ)              (α: a dict of tensors shaped like θ)
+    min_{θ, α}  (1/T) Σ_i L_query_i(θ'_i)
+
+α is neither clipped nor kept positive: the paper lets the outer loop choose each rate's sign
+and size, so α also learns the update *direction*. The paper adapts with one inner step; more are
+allowed here (the same α at every step). With α filled with one value and held fixed, Meta-SGD is
+MAML with that ``inner_lr`` (the tests check it in float64).
+
+Same functional core as :mod:`mamlbook.maml`: θ and α are name → tensor dicts with the same keys.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .maml import LossFn, Params, _grads, batched_losses, resolve_batched
+
+
+def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None = None,
+                   high: float | None = None, generator: torch.Generator | None = None) -> Params:
+    """α as a dict of leaf tensors shaped like θ (``requires_grad=True``), ready for an optimizer.
+
+    Filled with ``inner_lr``, or drawn uniformly from [``low``, ``high``) when both are given
+    (the range some reimplementations use for Li et al.'s random initialisation is [0.005, 0.1];
+    not checked against the paper here).
+    """
+    if (low is None) != (high is None):
+        raise ValueError("give both low and high for a uniform initialisation, or neither")
+    lrs = {}
+    for k, p in params.items():
+        if low is None:
+            a = torch.full_like(p, inner_lr, requires_grad=False)
+        else:
+            u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
+            a = (low + (high - low) * u).to(p.device)
+        lrs[k] = a.detach().requires_grad_()
+    return lrs
+
+
+def _check_lrs(params: Params, inner_lrs: Params) -> None:
+    if list(inner_lrs) != list(params):
+        missing = sorted(set(params) - set(inner_lrs))
+        extra = sorted(set(inner_lrs) - set(params))
+        raise ValueError(f"inner_lrs must have θ's keys in θ's order (missing {missing}, extra {extra}); "
+                         "build it with init_inner_lrs(params).")
+    for k, p in params.items():
+        if inner_lrs[k].shape != p.shape:
+            raise ValueError(f"inner_lrs[{k!r}] has shape {tuple(inner_lrs[k].shape)}, "
+                             f"θ's has {tuple(p.shape)}")
+
+
+def metasgd_step(params: Params, grads: list[torch.Tensor], inner_lrs: Params) -> Params:
+    """One Meta-SGD update θ' = θ − α ⊙ g, elementwise (α broadcasts over a leading task axis)."""
+    return {name: p - inner_lrs[name] * g for (name, p), g in zip(params.items(), grads)}
+
+
+def metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
+                  y_support: torch.Tensor, *, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+                  first_order: bool = False) -> Params:
+    """Adapt θ to one task with ``inner_steps`` Meta-SGD steps; differentiable w.r.t. θ and α.
+
+    With ``first_order=True`` the inner gradients are constants; α still gets a meta-gradient
+    (θ' = θ − α ⊙ g is linear in α).
+    """
+    _check_lrs(params, inner_lrs)
+    if inner_steps < 0:
+        raise ValueError(f"inner_steps must be ≥ 0, got {inner_steps}")
+    for _ in range(inner_steps):
+        loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
+        params = metasgd_step(params, _grads(loss, params, create_graph=not first_order), inner_lrs)
+    return params
+
+
+def batched_metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
+                          y_support: torch.Tensor, *, inner_steps: int = 1,
+                          loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> Params:
+    """:func:`metasgd_adapt` for T tasks at once; returns per-task θ', each (T, *shape)."""
+    _check_lrs(params, inner_lrs)
+    num_tasks = x_support.shape[0]
+    task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+    for _ in range(inner_steps):
+        losses = batched_losses(model, task_params, x_support, y_support, loss_fn)   # (T,)
+        grads = _grads(losses.sum(), task_params, create_graph=not first_order)
+        task_params = metasgd_step(task_params, grads, inner_lrs)                   # α: (*shape)
+    return task_params
+
+
+def metasgd_task_query_loss(model: nn.Module, params: Params, inner_lrs: Params,
+                            x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
+                            y_query: torch.Tensor, *, inner_steps: int = 1,
+                            loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> torch.Tensor:
+    """One task's L_query(θ'): the summand of :func:`metasgd_meta_loss`."""
+    adapted = metasgd_adapt(model, params, inner_lrs, x_support, y_support, inner_steps=inner_steps,
+                            loss_fn=loss_fn, first_order=first_order)
+    return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
+
+
+def metasgd_meta_loss(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
+                      y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                      inner_steps: int = 1, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
+                      batched: bool | str = "auto") -> torch.Tensor:
+    """Meta-SGD's outer loss (1/T) Σ_i L_query_i(θ'_i); ``.backward()`` fills θ's and α's ``.grad``.
+
+    Tensors are (T, K, ...) for support and (T, Q, ...) for query; ``batched`` as in
+    :func:`mamlbook.maml.meta_loss`.
+    """
+    kw = dict(inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+    if resolve_batched(model, batched, x_support.device):
+        task_params = batched_metasgd_adapt(model, params, inner_lrs, x_support, y_support, **kw)
+        return batched_losses(model, task_params, x_query, y_query, loss_fn).mean()
+    total = 0.0
+    for i in range(x_support.shape[0]):
+        total = total + metasgd_task_query_loss(model, params, inner_lrs, x_support[i], y_support[i],
+                                                x_query[i], y_query[i], **kw)
+    return total / x_support.shape[0]
+
+
+def metasgd_meta_backward(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
+                          y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                          inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
+                          first_order: bool = False, batched: bool | str = "auto") -> torch.Tensor:
+    """Accumulate the meta-gradient for θ and α into their ``.grad``; return the loss (detached).
+
+    The looped path frees each task's graph before building the next (see
+    :func:`mamlbook.maml.meta_backward`).
+    """
+    kw = dict(inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+    if resolve_batched(model, batched, x_support.device):
+        loss = metasgd_meta_loss(model, params, inner_lrs, x_support, y_support, x_query, y_query,
+                                 batched=True, **kw)
+        loss.backward()
+        return loss.detach()
+    num_tasks = x_support.shape[0]
+    total = None
+    for i in range(num_tasks):
+        loss = metasgd_task_query_loss(model, params, inner_lrs, x_support[i], y_support[i],
+                                       x_query[i], y_query[i], **kw) / num_tasks
+        loss.backward()   # frees task i's graph now
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
