@@ -275,7 +275,7 @@ EVERY_CHECK = [checks.check_inner_loop, checks.check_meta_gradient, checks.check
 @pytest.mark.parametrize("check", EVERY_CHECK, ids=lambda c: c.__name__)
 def test_an_unsolved_exercise_fails_with_not_implemented_error(check):
     # In a student notebook the check cell must fail with the exercise's own error.
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match="`not_implemented` is not written yet"):
         check(not_implemented)
 
 
