@@ -6,21 +6,12 @@ import torch.nn.functional as F
 from mamlbook.anil import adapt_head, anil_meta_backward, anil_meta_loss, batched_adapt_head, split_head
 from mamlbook.conv import omniglot_conv4
 from mamlbook.maml import adapt, meta_loss
-from mamlbook.models import SinusoidMLP
-from mamlbook.tasks import sample_sinusoid_tasks
+
+from sinusoid_fixtures import float64_setup
 
 ALPHA = 0.01
 HEAD = "4."          # SinusoidMLP's last Linear: parameters "4.weight" and "4.bias"
 BODY = ("0.weight", "0.bias", "2.weight", "2.bias")
-
-
-def float64_setup(num_tasks=3, k_shot=5, seed=0, hidden=40):
-    torch.manual_seed(seed)
-    model = SinusoidMLP(hidden=hidden).double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
-    b = sample_sinusoid_tasks(num_tasks, k_shot, generator=torch.Generator().manual_seed(seed))
-    b = b.to(dtype=torch.float64)
-    return model, params, (b.x_support, b.y_support, b.x_query, b.y_query)
 
 
 def test_split_head_takes_every_parameter_whose_name_starts_with_the_prefix():

@@ -1,6 +1,5 @@
 """Few-shot MAML: exact resume, CIs by hand, validation-only model selection, clear errors, real Omniglot."""
 import math
-import os
 import statistics
 import time
 

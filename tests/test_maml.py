@@ -10,20 +10,9 @@ from mamlbook.maml import adapt, batched_adapt, meta_loss
 from mamlbook.models import SinusoidMLP
 from mamlbook.tasks import sample_sinusoid_tasks
 
+from sinusoid_fixtures import flat, float64_setup
+
 ALPHA = 0.01  # the paper's sinusoid inner step size
-
-
-def float64_setup(num_tasks=3, k_shot=5, seed=0, hidden=40):
-    torch.manual_seed(seed)
-    model = SinusoidMLP(hidden=hidden).double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
-    b = sample_sinusoid_tasks(num_tasks, k_shot, generator=torch.Generator().manual_seed(seed))
-    b = b.to(dtype=torch.float64)
-    return model, params, (b.x_support, b.y_support, b.x_query, b.y_query)
-
-
-def flat(grads):
-    return torch.cat([g.reshape(-1) for g in grads])
 
 
 def autograd_meta_grad(model, params, data, **kw):

@@ -5,19 +5,10 @@ import torch
 from mamlbook.maml import meta_loss
 from mamlbook.mamlpp import (adapt_per_step, init_per_step_lrs, mamlpp_meta_loss, multi_step_loss_weights,
                              use_first_order)
-from mamlbook.models import SinusoidMLP
-from mamlbook.tasks import sample_sinusoid_tasks
+
+from sinusoid_fixtures import float64_setup
 
 ALPHA = 0.01
-
-
-def float64_setup(num_tasks=3, k_shot=5, seed=0, hidden=40):
-    torch.manual_seed(seed)
-    model = SinusoidMLP(hidden=hidden).double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
-    b = sample_sinusoid_tasks(num_tasks, k_shot, generator=torch.Generator().manual_seed(seed))
-    b = b.to(dtype=torch.float64)
-    return model, params, (b.x_support, b.y_support, b.x_query, b.y_query)
 
 
 def test_multi_step_loss_weights_start_uniform():

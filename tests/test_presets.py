@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from mamlbook.conv import omniglot_conv4
 from mamlbook.maml import adapt
