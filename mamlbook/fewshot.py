@@ -253,6 +253,35 @@ def _train_acc(model, params, ep, cfg) -> float:
         return accuracy(functional_call(model, p, (xq,)), yq).item()
 
 
+def meta_step(model: nn.Module, params: dict, optimizer: torch.optim.Optimizer, amp: Amp, ep,
+              cfg: FewShotConfig) -> torch.Tensor:
+    """One meta-update of θ on the episode meta-batch ``ep``; returns the meta-loss.
+
+    Full precision and bf16 use :func:`~mamlbook.maml.meta_backward` (one task's graph at a
+    time); fp16 needs the whole loss for the gradient scaler. The meta-gradient is clipped to
+    ±``cfg.grad_clip`` when set (the official mini-ImageNet code clips at 10).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
+              first_order=cfg.first_order)
+    with amp.autocast():
+        if amp.scaler is None:
+            loss = meta_backward(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
+        else:
+            loss = meta_loss(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
+    if amp.scaler is not None:
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(optimizer)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
+    if amp.scaler is not None:
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        optimizer.step()
+    return loss
+
+
 def train_fewshot(cfg: FewShotConfig, splits: dict, *, out: str | os.PathLike | None = None,
                   resume: bool = False, device=None, time_budget_s: float | None = None,
                   progress: bool = True, desc: str | None = None, validate: bool = True) -> FewShotRun:
@@ -336,24 +365,7 @@ def train_fewshot(cfg: FewShotConfig, splits: dict, *, out: str | os.PathLike | 
             run.stopped_by_budget = True
             break
         ep = train_sampler.sample(cfg.meta_batch_size, generator)
-        optimizer.zero_grad(set_to_none=True)
-        kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
-                  first_order=cfg.first_order)
-        with amp.autocast():
-            if amp.scaler is None:
-                loss = meta_backward(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
-            else:
-                loss = meta_loss(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
-        if amp.scaler is not None:
-            amp.scaler.scale(loss).backward()
-            amp.scaler.unscale_(optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
-        if amp.scaler is not None:
-            amp.scaler.step(optimizer)
-            amp.scaler.update()
-        else:
-            optimizer.step()
+        loss = meta_step(model, params, optimizer, amp, ep, cfg)
         run.iteration += 1
         run.losses.append(float(loss))
         if run.iteration % TRAIN_ACC_EVERY == 0 or run.iteration == 1:

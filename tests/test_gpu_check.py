@@ -15,8 +15,13 @@ ROW_FIELDS = {"shape", "order", "mode", "status", "device", "device_name", "torc
 def smoke(tmp_path_factory):
     """One in-process CPU run: 1 warm-up + 2 timed iterations, both orders, fp32 and amp."""
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
-    assert gpu_check.main(["--device", "cpu", "--iterations", "2", "--warmup", "1",
-                           "--json", str(out)]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)           # a busy 2-core machine makes 2 threads up to 20× slower
+    try:
+        assert gpu_check.main(["--device", "cpu", "--iterations", "2", "--warmup", "1",
+                               "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return json.loads(out.read_text())
 
 
