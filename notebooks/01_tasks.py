@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 1 — Tasks, and why plain training fails
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/01_tasks.ipynb)
+#
 # **What you will learn**
 #
 # - what *few-shot learning* and *meta-learning* are, and how a *task* is defined;

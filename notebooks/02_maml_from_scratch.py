@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 2 — MAML from scratch
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/02_maml_from_scratch.ipynb)
+#
 # **What you will learn**
 #
 # - MAML's two loops, in equations: the *inner* gradient step that adapts to one task, and the

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 3 — Inside the meta-gradient: second order, first order, Reptile
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/03_meta_gradient.ipynb)
+#
 # **What you will learn**
 #
 # - the MAML meta-gradient for one inner step, $(I - \alpha \nabla^2 L_{\text{support}}(\theta))\,

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 4 — Batching tasks with `torch.func.vmap`
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/04_batching_tasks.ipynb)
+#
 # **What you will learn**
 #
 # - how to run all the tasks of a meta-batch at once with `vmap` + `functional_call`, with the

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 5 — Few-shot episodes: N-way K-shot tasks from Omniglot
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/05_episodes.ipynb)
+#
 # MAML learns from *tasks*, not from single examples. For classification a task is a tiny
 # dataset: a few labelled pictures of a few classes to adapt on, and more pictures of the same
 # classes to measure the adapted model. This chapter builds those tasks from real data.

@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 6 — MAML on Omniglot
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/06_omniglot.ipynb)
+#
 # Chapter 5 built N-way K-shot tasks from real Omniglot characters. Here MAML learns from them,
 # with the paper's network and protocol, and we check the two details that most ports get wrong.
 #

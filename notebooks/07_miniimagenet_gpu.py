@@ -15,6 +15,8 @@
 # %% [markdown]
 # # Chapter 7 — MAML on mini-ImageNet, on a GPU
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/mamlbook/mamlbook/blob/main/notebooks/07_miniimagenet_gpu.ipynb)
+#
 # mini-ImageNet is the benchmark where MAML reproductions drift: published re-runs of the official
 # code land near 46% on 5-way 1-shot against the paper's 48.70 ± 1.84%. This chapter runs the paper's
 # protocol on a GPU and measures what each option costs.

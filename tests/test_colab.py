@@ -99,3 +99,10 @@ def test_every_notebook_starts_with_the_colab_cell(ipynb):
         f"the first code cell of {ipynb.name} must be mamlbook.colab.COLAB_CELL, exactly: paste "
         "`python -c 'from mamlbook.colab import COLAB_CELL; print(COLAB_CELL)'` into the .py twin's "
         "first code cell, then `jupytext --sync`")
+
+
+@pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_title_carries_its_open_in_colab_badge(ipynb):
+    first_markdown = next(c.source for c in nbformat.read(ipynb, as_version=4).cells
+                          if c.cell_type == "markdown")
+    assert colab.colab_badge(f"notebooks/{ipynb.name}") in first_markdown
