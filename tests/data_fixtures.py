@@ -8,19 +8,29 @@ from pathlib import Path
 
 import pytest
 
-# ../shared/data beside the checkout: real Omniglot zips and the mini-ImageNet CSVs (never committed)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real data for the tests, never committed: ../shared/data beside the checkout (this project's CI),
+# else the repository's own data/ folder, where mamlbook.data's downloads put it for a user.
+_ROOTS = [Path(__file__).resolve().parents[2] / "shared" / "data", Path(__file__).resolve().parents[1] / "data"]
+
+
+def _first_root(relative: str) -> Path:
+    return next((root for root in _ROOTS if (root / relative).exists()), _ROOTS[0])
+
+
+SHARED_DATA = _first_root("omniglot/images_background_small1.zip")
 SMALL1 = SHARED_DATA / "omniglot" / "images_background_small1.zip"
 SMALL2 = SHARED_DATA / "omniglot" / "images_background_small2.zip"
-MINI_CSVS = SHARED_DATA / "miniimagenet"
+MINI_CSVS = _first_root("miniimagenet/train.csv") / "miniimagenet"
 
 needs_omniglot = pytest.mark.skipif(
     not (SMALL1.is_file() and SMALL2.is_file()),
-    reason=f"real Omniglot zips not found in {SHARED_DATA / 'omniglot'} (the ../shared/data folder "
-           "beside the checkout); these tests need the real data and are skipped without it")
+    reason=f"real Omniglot zips not found in {' or '.join(str(r / 'omniglot') for r in _ROOTS)}; "
+           "get them with `python -c 'from mamlbook.data import download_omniglot_small as d; d()'` "
+           "(writes data/omniglot/, SHA-256 checked)")
 needs_mini_csvs = pytest.mark.skipif(
     not (MINI_CSVS / "train.csv").is_file(),
-    reason=f"mini-ImageNet split CSVs not found in {MINI_CSVS}; skipped without the real files")
+    reason=f"mini-ImageNet split CSVs not found in {' or '.join(str(r / 'miniimagenet') for r in _ROOTS)}; "
+           "put train.csv, val.csv and test.csv (Ravi & Larochelle's split, see docs/data.md) in data/miniimagenet/")
 
 
 class _Handler(BaseHTTPRequestHandler):
