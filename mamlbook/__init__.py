@@ -24,6 +24,7 @@ does the same thing. Modules, one job each:
 - ``student``     generates the student versions of the notebooks
 - ``bench``       ``python -m mamlbook bench``: ms per meta-step against the baselines
 - ``report``      results tables from ``metrics.json`` files
+- ``runinfo``     machine facts and strict, atomically written JSON for every run
 - ``checkpoint``  atomic checkpoints that load with ``weights_only=True``
 - ``plotting``    the book's figures
 - ``cli``         ``python -m mamlbook train|evaluate|bench``

@@ -27,9 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import math
-import platform
 import shutil
 import sys
 import time
@@ -38,6 +35,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .runinfo import machine_info, write_json
 from .config import fast_mode
 from .evaluate import NUM_TEST_TASKS, EvalResult
 from .models import SinusoidMLP
@@ -52,32 +50,10 @@ PRESETS = {
 }
 
 
-def _machine() -> dict:
-    return {"torch": torch.__version__, "device": "cpu", "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version()}
-
-
 def _eval_json(result: EvalResult, k_shot: int, k_query: int, inner_lr: float) -> dict:
     return {"k_shot": k_shot, "k_query": k_query, "num_tasks": result.num_tasks,
             "inner_lr": inner_lr, "steps": result.steps, "mse": result.mean, "ci95": result.ci95,
             "median": result.median}
-
-
-def _finite_or_null(obj):
-    """JSON has no inf/NaN: a mean that overflowed (a diverged task) is written as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_null(v) for v in obj]
-    return obj
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_null(obj), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
 
 
 def _positive_int(text: str) -> int:
@@ -223,12 +199,12 @@ def train(args) -> dict:
         "wall_time_s": train_time + eval_time, "train_time_s": train_time, "eval_time_s": eval_time,
         "resumed_from": start_iteration if args.resume else None,
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(),
-        "machine": _machine(),
+        "machine": machine_info("cpu"),
         "eval": _eval_json(result, cfg.k_shot, cfg.k_shot, cfg.inner_lr),
         "loss_curve": {"window": window, "iteration": [min((i + 1) * window, len(all_losses))
                                                         for i in range(len(curve))], "loss": curve},
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     print(result)
     m1, c1 = result.at(1)
     print(f"K={cfg.k_shot}: MSE after 1 step {m1:.3f} ± {c1:.3f}; "
@@ -247,7 +223,7 @@ def evaluate(args) -> dict:
     out = {"checkpoint": str(args.checkpoint), "iteration": state["iteration"],
            "config": cfg.to_dict(), "eval": _eval_json(result, cfg.k_shot, cfg.k_shot, inner_lr)}
     path = args.json or args.checkpoint.with_name("eval.json")
-    _write_json(path, out)
+    write_json(path, out)
     print(result)
     print(f"Wrote {path}.")
     return out

@@ -16,8 +16,6 @@ measured with ``best.pt`` on the meta-test split (never used in training or sele
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -28,25 +26,12 @@ from .config import fast_mode
 from .evaluate import EvalResult
 from .fewshot import FewShotConfig, load_splits, make_model, meta_test, train_fewshot
 from .presets import get_preset
-
-
-def _machine(device: torch.device) -> dict:
-    d = {"torch": torch.__version__, "device": str(device), "cpu_threads": torch.get_num_threads(),
-         "platform": platform.platform(), "python": platform.python_version()}
-    if device.type == "cuda":
-        d["gpu"] = torch.cuda.get_device_name(device)
-    return d
+from .runinfo import machine_info, write_json
 
 
 def _eval_json(results: dict[str, EvalResult]) -> dict:
     return {name: {"k_query": int(name.split()[0]), "num_tasks": r.num_tasks, "steps": r.steps,
                    "acc": r.mean, "ci95": r.ci95} for name, r in results.items()}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _config(args) -> FewShotConfig:
@@ -101,9 +86,9 @@ def train_fewshot_cli(args) -> dict:
         "best_iteration": run.best_iteration, "best_val_acc": run.best_val_acc, "val": run.val,
         "train_time_s": run.train_time_s, "eval_time_s": eval_time, "wall_time_s": run.train_time_s + eval_time,
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(), "fake_data": fake,
-        "machine": _machine(device), "eval": _eval_json(results),
+        "machine": machine_info(device), "eval": _eval_json(results),
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     _report(results, cfg.test_inner_steps)
     print(f"best validation accuracy {run.best_val_acc:.2f}% at iteration {run.best_iteration}; "
           f"wall time {metrics['wall_time_s']:.1f} s. Wrote {out / 'metrics.json'}.")
@@ -128,7 +113,7 @@ def evaluate_fewshot_cli(args) -> dict:
     out = {"checkpoint": str(args.checkpoint), "iteration": state["iteration"], "config": cfg.to_dict(),
            "fake_data": any(s.fake for s in splits.values()), "eval": _eval_json(results)}
     path = args.json or Path(args.checkpoint).with_name("eval.json")
-    _write_json(path, out)
+    write_json(path, out)
     _report(results, args.steps)
     print(f"Wrote {path}.")
     return out
