@@ -1,4 +1,4 @@
-"""Three of MAML++'s fixes (Antoniou, Edwards & Storkey, "How to train your MAML", ICLR 2019).
+"""MAML++ (Antoniou, Edwards & Storkey, "How to train your MAML", ICLR 2019), functionally.
 
 - **Multi-step loss (MSL)**: the outer loss is Σ_j w_j L_query(θ_j) over *every* inner step
   j = 1..N instead of the last one only; the weights start uniform (1/N) and are annealed
@@ -9,11 +9,17 @@
   (:func:`init_per_step_lrs`).
 - **Derivative-order annealing (DA)**: first-order meta-gradients for the first
   ``first_order_epochs`` epochs, second-order after (:func:`use_first_order`).
+- **Per-step BatchNorm weights and biases (BNWB)**: pass ``step_bn`` (built by
+  :func:`mamlbook.mamlpp_bn.init_per_step_bn`) and θ without its BN entries
+  (:func:`mamlbook.mamlpp_bn.without_bn`); step j uses its own BN shifts/scales, which the
+  inner loop does not adapt. Per-step running statistics (BNRS) are not needed: our BatchNorm
+  always uses batch statistics, as the authors' code in fact does (see ``mamlpp_bn``).
+- **Cosine annealing of the meta-learning rate (CA)**: :func:`cosine_meta_lr_scheduler`.
 
 The schedules follow the authors' code (AntreasAntoniou/HowToTrainYourMAMLPytorch,
-``few_shot_learning_system.py``: ``get_per_step_loss_importance_vector`` and ``forward``).
-Not here yet: per-step BatchNorm (separate BN shifts/scales, and running statistics, for every
-inner step) and cosine annealing of the meta-optimizer's learning rate.
+``few_shot_learning_system.py``: ``get_per_step_loss_importance_vector``, ``forward`` and the
+``CosineAnnealingLR`` built in ``__init__``). Tasks are looped over, one graph per task;
+:func:`mamlpp_meta_backward` frees each task's graph before building the next.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .maml import LossFn, Params, _grads
+from .mamlpp_bn import bn_at_step, check_step_bn
 
 MSL_MIN_NON_FINAL = 0.03  # × 1/N: the floor of every non-final step's weight in the authors' code
 
@@ -79,30 +86,39 @@ def _check_lrs(params: Params, lrs: Params, inner_steps: int) -> None:
 
 def adapt_per_step(model: nn.Module, params: Params, lrs: Params, x_support: torch.Tensor,
                    y_support: torch.Tensor, *, inner_steps: int, loss_fn: LossFn = F.mse_loss,
-                   first_order: bool = False) -> list[Params]:
-    """The inner loop with θ_{j+1} = θ_j − α[name][j]·∇L_support(θ_j); returns [θ_1, …, θ_N]."""
+                   first_order: bool = False, step_bn: Params | None = None) -> list[Params]:
+    """The inner loop with θ_{j+1} = θ_j − α[name][j]·∇L_support(θ_j); returns [θ_1, …, θ_N].
+
+    With per-step BatchNorm (``step_bn``, {name: (N, C)}), step j's support pass uses the BN
+    parameters ``step_bn[name][j]``, which are not updated, and trajectory entry j is
+    {θ_{j+1}, BN of step j}: the parameters the authors' code evaluates the query set with
+    after step j. ``params`` (and ``lrs``) must then leave the BN parameters out.
+    """
     _check_lrs(params, lrs, inner_steps)
+    if step_bn is not None:
+        check_step_bn(model, params, step_bn, inner_steps)
     trajectory = []
     for j in range(inner_steps):
-        loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
-        grads = _grads(loss, params, create_graph=not first_order)
+        bn_j = bn_at_step(step_bn, j)                               # {} without per-step BN
+        loss = loss_fn(functional_call(model, {**params, **bn_j}, (x_support,)), y_support)
+        grads = _grads(loss, params, create_graph=not first_order)  # θ only: BN is not adapted
         params = {k: p - lrs[k][j] * g for (k, p), g in zip(params.items(), grads)}
-        trajectory.append(params)
+        trajectory.append({**params, **bn_j})
     return trajectory
 
 
 def mamlpp_task_loss(model: nn.Module, params: Params, lrs: Params, x_support: torch.Tensor,
                      y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                      loss_weights: torch.Tensor, loss_fn: LossFn = F.mse_loss,
-                     first_order: bool = False) -> torch.Tensor:
+                     first_order: bool = False, step_bn: Params | None = None) -> torch.Tensor:
     """One task's multi-step loss Σ_j w_j L_query(θ_j), N = len(``loss_weights``) inner steps.
 
     A zero weight skips that step's query forward pass (the authors' code computes only the
-    last step's once the multi-step loss is switched off).
+    last step's once the multi-step loss is switched off). ``step_bn``: see :func:`adapt_per_step`.
     """
     inner_steps = loss_weights.numel()
     trajectory = adapt_per_step(model, params, lrs, x_support, y_support, inner_steps=inner_steps,
-                                loss_fn=loss_fn, first_order=first_order)
+                                loss_fn=loss_fn, first_order=first_order, step_bn=step_bn)
     total = 0.0
     for w, theta_j in zip(loss_weights.tolist(), trajectory):
         if w != 0.0:
@@ -113,11 +129,49 @@ def mamlpp_task_loss(model: nn.Module, params: Params, lrs: Params, x_support: t
 def mamlpp_meta_loss(model: nn.Module, params: Params, lrs: Params, x_support: torch.Tensor,
                      y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                      loss_weights: torch.Tensor, loss_fn: LossFn = F.mse_loss,
-                     first_order: bool = False) -> torch.Tensor:
+                     first_order: bool = False, step_bn: Params | None = None) -> torch.Tensor:
     """(1/T) Σ_i Σ_j w_j L_query_i(θ_{i,j}) over a meta-batch (T, K|Q, ...); looped over tasks."""
     total = 0.0
     for i in range(x_support.shape[0]):
         total = total + mamlpp_task_loss(model, params, lrs, x_support[i], y_support[i], x_query[i],
                                          y_query[i], loss_weights=loss_weights, loss_fn=loss_fn,
-                                         first_order=first_order)
+                                         first_order=first_order, step_bn=step_bn)
     return total / x_support.shape[0]
+
+
+def mamlpp_meta_backward(model: nn.Module, params: Params, lrs: Params, x_support: torch.Tensor,
+                         y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
+                         loss_weights: torch.Tensor, loss_fn: LossFn = F.mse_loss,
+                         first_order: bool = False, step_bn: Params | None = None) -> torch.Tensor:
+    """Accumulate the gradient of :func:`mamlpp_meta_loss` into the leaves' ``.grad``; return the loss.
+
+    The same gradient as ``mamlpp_meta_loss(...).backward()``, but each task's graph is
+    differentiated and freed before the next task's is built (as :func:`mamlbook.maml.meta_backward`),
+    so peak memory is one task's graph. The returned loss is detached.
+    """
+    leaves = [*params.values(), *lrs.values(), *(step_bn or {}).values()]
+    if not any(t.requires_grad for t in leaves):
+        raise ValueError("mamlpp_meta_backward needs θ, the learning rates or step_bn with "
+                         "requires_grad=True")
+    num_tasks = x_support.shape[0]
+    total = None
+    for i in range(num_tasks):
+        loss = mamlpp_task_loss(model, params, lrs, x_support[i], y_support[i], x_query[i], y_query[i],
+                                loss_weights=loss_weights, loss_fn=loss_fn, first_order=first_order,
+                                step_bn=step_bn) / num_tasks
+        loss.backward()   # frees task i's graph now
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
+
+
+def cosine_meta_lr_scheduler(optimizer: torch.optim.Optimizer, total_epochs: int,
+                             min_lr: float = 1e-5) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """CA: the meta-learning rate follows a half cosine from its initial value to ``min_lr``.
+
+    As the authors' code: ``CosineAnnealingLR(T_max=total_epochs, eta_min=min_learning_rate)``
+    (1e-5 in their configs), indexed by epoch: call ``.step()`` once at the end of every epoch,
+    so epoch e trains with η_min + (η_0 − η_min)·(1 + cos(π·e/total_epochs))/2.
+    """
+    if total_epochs < 1:
+        raise ValueError(f"total_epochs must be ≥ 1, got {total_epochs}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_epochs, eta_min=min_lr)
