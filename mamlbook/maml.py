@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .rnn import has_rnn, inner_loop_rnn_context
+
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,9 +62,12 @@ def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: 
         θ'_i as a new dict. With ``first_order=False`` it stays differentiable w.r.t. θ.
     """
     _check_inner(inner_lr, inner_steps)
-    for _ in range(inner_steps):
-        loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
-        params = sgd_step(params, _grads(loss, params, create_graph=not first_order), inner_lr)
+    # An LSTM/GRU on CUDA: cuDNN's RNN backward has no derivative, so second-order MAML runs
+    # the inner loop on PyTorch's native RNN kernels (mamlbook.rnn); a no-op everywhere else.
+    with inner_loop_rnn_context(model, x_support.device, first_order):
+        for _ in range(inner_steps):
+            loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
+            params = sgd_step(params, _grads(loss, params, create_graph=not first_order), inner_lr)
     return params
 
 
@@ -80,7 +85,8 @@ def resolve_batched(model: nn.Module, batched: bool | str,
                     device: torch.device | str | None = None) -> bool:
     """Choose the batched (vmap) or looped path over the tasks of a meta-batch.
 
-    ``"auto"`` batches on a GPU, and on a CPU batches models without BatchNorm (MLPs: 5–7×
+    ``"auto"`` loops over tasks for models with ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layers (vmap
+    cannot batch them), batches on a GPU, and on a CPU batches models without BatchNorm (MLPs: 5–7×
     faster than the loop) but loops over tasks for conv + BatchNorm models, where the
     per-task loop runs PyTorch's native kernels on big batches and ``vmap`` has to fall back
     to grouped convolutions and a hand-written BatchNorm (measured slower on CPU: see
@@ -91,6 +97,8 @@ def resolve_batched(model: nn.Module, batched: bool | str,
         device: where the computation runs; by default, the device of the model's parameters.
     """
     if batched == "auto":
+        if has_rnn(model):  # vmap has no batching rule for nn.LSTM/GRU/RNN: loop over tasks
+            return False
         device = torch.device(device) if device is not None else _device_of(model)
         return device.type != "cpu" or not _has_batchnorm(model)
     if not isinstance(batched, bool):
