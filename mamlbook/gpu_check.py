@@ -65,8 +65,12 @@ SHAPES = {  # classes × images per class of the synthetic split, and what chang
 }
 
 
-def synthetic_split(classes: int, per_class: int, device, size: int = 84, seed: int = 0) -> ClassImages:
-    """A uint8 (classes, per_class, size, size, 3) split on ``device``: per-class colour and stripes + noise."""
+def synthetic_split(classes: int, per_class: int, device, size: int = 84, seed: int = 0,
+                    noise: float = 12.0) -> ClassImages:
+    """A uint8 (classes, per_class, size, size, 3) split on ``device``: per-class colour and stripes + noise.
+
+    ``noise`` is the std of the Gaussian pixel noise (0–255 scale); raise it for harder tasks.
+    """
     device = torch.device(device)
     g = torch.Generator(device=device).manual_seed(seed)
     crng = np.random.default_rng(seed)
@@ -78,8 +82,8 @@ def synthetic_split(classes: int, per_class: int, device, size: int = 84, seed: 
         angle, freq = crng.uniform(0, math.pi), crng.uniform(0.1, 0.4)
         phase = torch.rand(per_class, 1, 1, generator=g, device=device) * 2 * math.pi
         stripes = torch.sin(freq * (math.cos(angle) * xx + math.sin(angle) * yy) + phase)  # (P, H, W)
-        noise = torch.randn(per_class, size, size, 3, generator=g, device=device) * 12
-        images[c] = (colour + 35 * stripes[..., None] + noise).clamp_(0, 255).to(torch.uint8)
+        jitter = torch.randn(per_class, size, size, 3, generator=g, device=device) * noise
+        images[c] = (colour + 35 * stripes[..., None] + jitter).clamp_(0, 255).to(torch.uint8)
     return ClassImages(images, torch.full((classes,), per_class, device=device),
                        [f"synthetic{c:02d}" for c in range(classes)],
                        name=f"SYNTHETIC {classes}x{per_class}x{size}x{size}x3", fake=True)
@@ -172,7 +176,7 @@ def environment(device: torch.device) -> dict:
 
 def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=("fp32", "amp"),
               orders=("second", "first"), shape: str | None = None, budget_s: float | None = None,
-              end_to_end: bool = True, on_row=None) -> dict:
+              end_to_end: bool = True, on_row=None, tf32=(False,)) -> dict:
     """Every (order, mode) row of the check, with its environment; see the module docstring.
 
     A row that fails on the device is kept with ``status="error"`` and its message, so one
@@ -188,43 +192,47 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
     split = synthetic_split(spec["classes"], spec["per_class"], device)
     _sync(device)
     split_s = time.perf_counter() - t0
-    runnable = len(orders) * len(modes) * (2 if end_to_end else 1)
+    combos = [(o, m, t) for o in orders for m in modes for t in tf32 if m == "fp32" or not t]
+    runnable = len(combos) * (2 if end_to_end else 1)
     limit = None if budget_s is None else budget_s / runnable
     rows = []
     result = {"environment": env, "shape": shape, "preset": PRESET, "config": base.to_dict(),
               "split_shape": list(split.images.shape), "split_mb": split.images.numel() / 2**20,
               "split_build_s": split_s, "rows": rows}
-    for order in orders:
-        for mode in modes:
-            cfg = base.replace(first_order=order == "first", amp=mode == "amp")
-            row = {"shape": shape, "order": order, "mode": mode, **env,
-                   "n_way": cfg.n_way, "k_shot": cfg.k_shot, "k_query": cfg.k_query,
-                   "meta_batch_size": cfg.meta_batch_size, "inner_steps": cfg.inner_steps,
-                   "inner_lr": cfg.inner_lr, "warmup": warmup}
+    for order, mode, allow_tf32 in combos:
+        cfg = base.replace(first_order=order == "first", amp=mode == "amp", tf32=allow_tf32)
+        row = {"shape": shape, "order": order, "mode": mode, "tf32": allow_tf32, **env,
+               "n_way": cfg.n_way, "k_shot": cfg.k_shot, "k_query": cfg.k_query,
+               "meta_batch_size": cfg.meta_batch_size, "inner_steps": cfg.inner_steps,
+               "inner_lr": cfg.inner_lr, "warmup": warmup}
+        try:
+            Amp.create(cfg.amp, device)
+        except AmpNotSupportedError as err:
+            rows.append({**row, "status": "refused", "reason": str(err)})
+            print(f"{order}-order {mode}: refused: {err}", flush=True)
+            continue
+        try:
+            row.update(status="ok", **time_loop(cfg, split, device, warmup=warmup,
+                                                iterations=iterations, time_limit_s=limit))
+            row.update(projection(row["ms_median"]))
+            row["within_target"] = row["projected_minutes"] <= TARGET_MINUTES
+            print(f"{order}-order {row['precision']}: {row['ms_median']:.1f} ms/it (median of "
+                  f"{row['iterations']}) → {row['projected_minutes']:.1f} min for 60k", flush=True)
+        except Exception as err:                      # noqa: BLE001 — keep the other rows
+            row.update(status="error", reason=f"{type(err).__name__}: {err}")
+            print(f"{order}-order {mode}: ERROR {row['reason']}", flush=True)
+        if end_to_end and row["status"] == "ok":      # a cross-check: its failure keeps the timing
             try:
-                Amp.create(cfg.amp, device)
-            except AmpNotSupportedError as err:
-                rows.append({**row, "status": "refused", "reason": str(err)})
-                print(f"{order}-order {mode}: refused: {err}", flush=True)
-                continue
-            try:
-                row.update(status="ok", **time_loop(cfg, split, device, warmup=warmup,
-                                                    iterations=iterations, time_limit_s=limit))
-                row.update(projection(row["ms_median"]))
-                row["within_target"] = row["projected_minutes"] <= TARGET_MINUTES
-                print(f"{order}-order {row['precision']}: {row['ms_median']:.1f} ms/it (median of "
-                      f"{row['iterations']}) → {row['projected_minutes']:.1f} min for 60k", flush=True)
-                if end_to_end:
-                    row.update(time_train_fewshot(cfg, split, device, warmup=warmup,
-                                                  iterations=iterations, time_limit_s=limit))
-            except Exception as err:                      # noqa: BLE001 — keep the other rows
-                row.update(status="error", reason=f"{type(err).__name__}: {err}")
-                print(f"{order}-order {mode}: ERROR {row['reason']}", flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            rows.append(row)
-            if on_row is not None:
-                on_row(result)
+                row.update(time_train_fewshot(cfg, split, device, warmup=warmup,
+                                              iterations=iterations, time_limit_s=limit))
+            except Exception as err:                  # noqa: BLE001
+                row["e2e_error"] = f"{type(err).__name__}: {err}"
+                print(f"{order}-order {mode}: train_fewshot cross-check ERROR {row['e2e_error']}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows.append(row)
+        if on_row is not None:
+            on_row(result)
     return result
 
 
@@ -256,7 +264,9 @@ def format_table(result: dict) -> str:
             continue
         h = r["projected_hours"]
         proj = f"{h * 60:.0f} min" if h < 2 else f"{h:.1f} h"
-        lines.append(f"| {r['device_name']} | {r['order']} | {r['precision']} | {r['ms_median']:.1f} | "
+        precision = r["precision"] + (f" (TF32 {'on' if r.get('tf32') else 'off'})"
+                                      if r["precision"] == "float32" and "tf32" in r else "")
+        lines.append(f"| {r['device_name']} | {r['order']} | {precision} | {r['ms_median']:.1f} | "
                      f"{r['ms_mean']:.1f} | {_fmt(r.get('e2e_ms_mean'), '.1f')} | "
                      f"{_fmt(r.get('peak_mem_mb'), '.0f')} | {proj} |")
     lines.append(f"\nProjection = median ms/it × {PROJECT_ITERATIONS:,}, validation excluded. "
@@ -276,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None,
                    help="seconds of timed training in all (shared by the rows; default 180 on cuda)")
     p.add_argument("--no-end-to-end", action="store_true", help="skip the train_fewshot cross-check")
+    p.add_argument("--tf32", default="off", help="off, on, or off,on: TF32 for the float32 rows")
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = p.parse_args(argv)
     modes, orders = args.modes.split(","), args.orders.split(",")
@@ -299,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp.replace(args.json)
 
     result = run_check(device, iterations=args.iterations, warmup=args.warmup, modes=modes, orders=orders,
-                       shape=args.shape, budget_s=budget, end_to_end=not args.no_end_to_end, on_row=write)
+                       shape=args.shape, budget_s=budget, end_to_end=not args.no_end_to_end, on_row=write,
+                       tf32=tuple(v == "on" for v in args.tf32.split(",")))
     write(result)
     print(result["markdown"])
     if args.json:

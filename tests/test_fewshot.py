@@ -64,6 +64,20 @@ def test_resume_after_a_time_budget_stop_is_bit_identical(tmp_path, splits):
     assert all(torch.equal(a, b) for a, b in zip(whole.model.parameters(), resumed.model.parameters()))
 
 
+def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(tmp_path, splits,
+                                                                                 monkeypatch):
+    # Found on an H200: loading onto CUDA made the saved RNG states CUDA tensors, and
+    # torch.set_rng_state refused them ("RNG state must be a torch.ByteTensor").
+    import mamlbook.fewshot as fewshot
+    seen = []
+    real = fewshot.load_checkpoint
+    monkeypatch.setattr(fewshot, "load_checkpoint",
+                        lambda path, map_location="cpu": seen.append(map_location) or real(path, map_location))
+    train_fewshot(TINY.replace(iterations=2), splits, out=tmp_path, device="cpu", progress=False)
+    train_fewshot(TINY.replace(iterations=3), splits, out=tmp_path, resume=True, device="cpu", progress=False)
+    assert seen == ["cpu"]
+
+
 def test_resume_refuses_a_different_configuration(tmp_path, splits):
     train_fewshot(TINY.replace(iterations=2), splits, out=tmp_path, device="cpu", progress=False)
     with pytest.raises(ValueError, match="different configuration"):
