@@ -99,6 +99,20 @@ class Algorithm:
         """Everything the outer loop learns: θ, plus any meta-learned inner learning rates."""
         return list(self.params.values())
 
+    def extra_state(self) -> dict[str, Params]:
+        """Meta-learned tensors besides θ, by group (for checkpoints): none for MAML."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Params]) -> None:
+        """Copy :meth:`extra_state` tensors saved earlier into this algorithm's own, in place."""
+        mine = self.extra_state()
+        if set(state) != set(mine) or any(set(state[g]) != set(mine[g]) for g in mine):
+            raise ValueError(f"saved {self.name} state has groups {sorted(state)}, expected {sorted(mine)}")
+        with torch.no_grad():
+            for group, tensors in state.items():
+                for name, value in tensors.items():
+                    mine[group][name].copy_(value)
+
     def make_optimizer(self, meta_lr: float = 1e-3) -> torch.optim.Optimizer | None:
         """Adam(β = ``meta_lr``) on :meth:`meta_parameters` (None for Reptile)."""
         if not meta_lr > 0:
@@ -233,6 +247,9 @@ class MetaSGD(Algorithm):
     def meta_parameters(self):
         return list(self.params.values()) + list(self.inner_lrs.values())
 
+    def extra_state(self):
+        return {"inner_lrs": self.inner_lrs}
+
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         return metasgd_meta_backward(self.model, self.params, self.inner_lrs, x_s, y_s, x_q, y_q,
                                      inner_steps=self.inner_steps, loss_fn=self.loss_fn)
@@ -267,6 +284,9 @@ class MAMLPlusPlus(Algorithm):
 
     def meta_parameters(self):
         return list(self.params.values()) + list(self.lrs.values())
+
+    def extra_state(self):
+        return {"lrs": self.lrs}
 
     def epoch(self, iteration: int) -> int:
         return iteration // self.iterations_per_epoch

@@ -7,6 +7,7 @@
     python -m mamlbook train --preset omniglot-5w1s|omniglot-5w5s|omniglot-20w1s|omniglot-20w5s|
                                       miniimagenet-5w1s|miniimagenet-5w5s --data DIR --out DIR
                              [--resume] [--amp] [--first-order] [--iterations N] [--time-budget S]
+    python -m mamlbook train --preset ... --algorithm maml|fomaml|reptile|anil|metasgd|mamlpp|protonet
     python -m mamlbook evaluate --checkpoint runs/omni/best.pt --data DIR [--tasks 600]
 
 The classification presets (see mamlbook/presets.py and docs/classification.md) write
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .algorithms import ALGORITHMS
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .runinfo import machine_info, write_json
 from .config import fast_mode
@@ -86,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--inner-steps", type=_positive_int, help="inner SGD steps in training (preset: 1)")
     tr.add_argument("--meta-lr", type=_positive_float, help="β, Adam's step size (preset: 1e-3)")
     tr.add_argument("--first-order", action="store_true", help="first-order MAML (drop the Hessian term)")
+    tr.add_argument("--algorithm", choices=ALGORITHMS, default="maml",
+                    help="meta-learner (default maml; fomaml = --first-order). Others use the per-algorithm "
+                         "settings of mamlbook/compare.py (their papers'); protonet: classification only")
     tr.add_argument("--init", choices=("pytorch", "official"), default="pytorch",
                     help="weight init: PyTorch's default, or the official code's truncated normal (std 0.01)")
     tr.add_argument("--eval-tasks", type=_positive_int, default=NUM_TEST_TASKS)
@@ -237,14 +242,22 @@ def main(argv: list[str] | None = None) -> int:
             from . import bench
             return bench.run(args)
         if args.command == "train":
-            if args.preset in FEWSHOT_PRESETS:
+            if args.algorithm == "fomaml":
+                args.first_order = True
+            if args.algorithm not in ("maml", "fomaml"):
+                from .cli_algorithms import train_algorithm_cli
+                train_algorithm_cli(args)
+            elif args.preset in FEWSHOT_PRESETS:
                 from .cli_fewshot import train_fewshot_cli
                 train_fewshot_cli(args)
             else:
                 train(args)
         else:
+            from .cli_algorithms import evaluate_algorithm_cli, is_algorithm_checkpoint
             from .cli_fewshot import evaluate_fewshot_cli, is_fewshot_checkpoint
-            if is_fewshot_checkpoint(args.checkpoint):
+            if is_algorithm_checkpoint(args.checkpoint):
+                evaluate_algorithm_cli(args)
+            elif is_fewshot_checkpoint(args.checkpoint):
                 evaluate_fewshot_cli(args)
             else:
                 evaluate(args)
