@@ -119,6 +119,11 @@ for name, s in splits.items():
 # mini-ImageNet, validation on the 16 meta-val classes, atomic checkpoints. With `amp=True` the forward
 # and backward passes run under autocast: bfloat16 where the GPU supports it (no loss scaling), else
 # float16 with a `GradScaler`.
+#
+# "float32" here means true float32. PyTorch lets cuDNN round float32 convolutions to TF32 (a 10-bit
+# mantissa) by default on Ampere and newer GPUs; ordinary training hardly notices, but the
+# second-order meta-gradient does (section 4 shows by how much), so `FewShotConfig.tf32` is `False`
+# unless you ask for it.
 
 # %%
 runs, timings = {}, {}
@@ -163,12 +168,77 @@ plt.show()
 assert all(0 <= res.mean[-1] <= 100 for rp in results.values() for res in rp.values())
 
 # %% [markdown]
+# ## 4. What one GPU session measured (recorded, not run now)
+#
+# The cells above time *your* run. The book's own GPU numbers come from one session on an NVIDIA H200
+# (`bash scripts/gpu_checks.sh`; raw JSON in the repository's `results/gpu/`), on mini-ImageNet-shaped
+# **synthetic** images through the real code path:
+#
+# - `gpu_check`: ms per meta-training iteration and peak memory, fp32 and AMP, second- and first-order;
+# - `precision_check`: how far each precision's meta-gradient is from the float64 one, on the same GPU;
+# - `amp_check`: fp32 and AMP trained side by side from the same θ₀ on the same episodes, then tested.
+#
+# The next cells read those files (when the repository is here) and plot them.
+
+# %%
+import json
+
+gpu_results = next((p for p in (Path("../results/gpu"), Path("results/gpu")) if p.is_dir()), None)
+if gpu_results is None:
+    print("results/gpu/ is not here (it is in the repository, not in the pip package): skipping section 4.")
+else:
+    recorded = {f.stem: json.loads(f.read_text()) for f in sorted(gpu_results.glob("*.json"))}
+    env = recorded["precision_check"]["environment"]
+    print(f"RECORDED on {env['device_name']}, torch {env['torch']}, {env['date'][:10]} — not run now.")
+    for name in ("gpu_check_run1", "gpu_check_run2", "gpu_check_run3_tf32"):
+        for r in recorded[name]["rows"]:
+            if "ms_median" in r:
+                tf32 = r.get("tf32", True)      # runs 1-2 predate the switch: PyTorch's default, TF32 on
+                label = r["precision"] + (f" (TF32 {'on' if tf32 else 'off'})" if r["precision"] == "float32" else "")
+                print(f"{name:>20}: {r['order']:>6}-order {label:<28} {r['ms_median']:6.1f} ms/it  "
+                      f"{r['peak_mem_mb']:6.0f} MB  → {r['projected_minutes']:5.0f} min for 60,000 iterations")
+
+# %%
+if gpu_results is not None:
+    rows = [r for r in recorded["precision_check"]["rows"] if r["status"] == "ok"]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, w in enumerate(("W2", "W3")):
+        errs = [next(r["rel_err"] for r in rows if r["workload"] == w and r["variant"] == v) for v in variants]
+        ax.bar([j + 0.4 * i for j in range(len(variants))], errs, width=0.4, label=w)
+    ax.set_xticks([j + 0.2 for j in range(len(variants))], variants, rotation=30)
+    ax.set(yscale="log", ylabel="‖g − g_float64‖ / ‖g_float64‖",
+           title=f"RECORDED on {env['device_name']}: meta-gradient error by precision")
+    ax.legend()
+    plt.show()
+
+# %% [markdown]
+# Read the figure from left to right: the batched path in float64 equals the loop to rounding
+# (1e-15); true float32 is 1e-4 away; TF32 is 1–11 % away (worst on the batched path, whose tasks run
+# as grouped convolutions); bf16 autocast 17–26 %. Yet the step times barely move with precision
+# (the H200 step is bound by launching thousands of small kernels, not by arithmetic), so AMP buys
+# little speed here — and `amp_check` shows it did not hurt accuracy over a short run:
+
+# %%
+if gpu_results is not None:
+    amp_rec = recorded["amp_check"]
+    print(f"first meta-batch: AMP vs fp32 meta-gradient cosine {amp_rec['grad_cosine']:.2f}, "
+          f"relative difference {amp_rec['grad_rel_err']:.2f}")
+    for r in amp_rec["rows"]:
+        acc = r["acc[1 queries/class]"]
+        print(f"{r['precision']:>18}: {amp_rec['iterations']} iterations, {r['ms_per_iteration']:.0f} ms/it, "
+              f"test accuracy {acc[0]:.1f}% → {acc[1]:.1f} ± {r['ci95[1 queries/class]']:.1f}% "
+              f"(1 query/class, {amp_rec['tasks']} SYNTHETIC tasks)")
+
+# %% [markdown]
 # ## Summary
 #
 # - The whole uint8 split lives on the GPU; meta-batches are gathered there, so the GPU never waits for data.
 # - The paper's mini-ImageNet protocol: α = 0.05 in mean-CE units (0.01 × 5), 5 inner steps, meta-batch
 #   4 / 2, 15 queries per class in training, 10 steps at test, the meta-gradient clipped to ±10.
 # - Report both protocols: K queries per class is comparable to the paper's intervals; 15 gives tighter ones.
+# - Precision matters more for meta-gradients than for ordinary gradients: keep TF32 off (the default
+#   here); treat AMP as a speed option whose gradients are approximate, and check accuracy when you use it.
 #
 # ## Exercises
 #
