@@ -49,6 +49,7 @@ from .mamlpp import adapt_per_step, init_per_step_lrs, mamlpp_meta_loss, multi_s
 from .metasgd import init_inner_lrs, metasgd_adapt, metasgd_meta_backward
 from .protonet import protonet_loss, task_logits
 from .reptile import reptile_step
+from .train import make_meta_optimizer
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet")
 PROBLEMS = {"regression": F.mse_loss, "classification": F.cross_entropy}
@@ -115,12 +116,7 @@ class Algorithm:
 
     def make_optimizer(self, meta_lr: float = 1e-3) -> torch.optim.Optimizer | None:
         """Adam(β = ``meta_lr``) on :meth:`meta_parameters` (None for Reptile)."""
-        if not meta_lr > 0:
-            raise ValueError(f"meta_lr (β) must be positive, got {meta_lr}")
-        try:
-            return torch.optim.Adam(self.meta_parameters(), lr=meta_lr, fused=True)
-        except RuntimeError:  # fused Adam needs floating-point tensors on a supported device
-            return torch.optim.Adam(self.meta_parameters(), lr=meta_lr)
+        return make_meta_optimizer(self.meta_parameters(), meta_lr)
 
     def outer_step(self, optimizer, x_s, y_s, x_q, y_q, iteration: int = 0,
                    progress: float = 0.0) -> float | None:

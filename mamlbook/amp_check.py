@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .amp import Amp
 from .fewshot import make_model, make_sampler, meta_test, train_fewshot
+from .runinfo import write_json
 from .gpu_check import PRESET, environment, synthetic_split
 from .maml import meta_backward
 from .presets import get_preset
@@ -94,8 +95,7 @@ def main(argv=None) -> int:
         p.error("amp_check needs a CUDA GPU (mixed precision is refused on CPU: see mamlbook.amp)")
     result = run(args.device, args.iterations, args.tasks)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     return 0
 
 

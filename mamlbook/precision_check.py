@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .bench import WORKLOADS
+from .runinfo import write_json
 from .gpu_check import environment
 from .maml import meta_backward
 
@@ -87,8 +88,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     result = run(args.device, args.workloads.split(","))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     return 0
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .runinfo import write_json
 from .gpu_check import environment
 from .maml import meta_backward
 from .rnn import cudnn_disabled
@@ -180,8 +181,7 @@ def main(argv=None) -> int:
     result["markdown"] = format_table(result)
     print(result["markdown"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     return 0
 
 

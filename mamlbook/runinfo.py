@@ -34,6 +34,7 @@ def _finite_or_null(obj):
 def write_json(path: str | os.PathLike, obj: dict) -> None:
     """Write strict JSON to a temporary file, then rename it over ``path`` (never a half-written file)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_finite_or_null(obj), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)

@@ -37,14 +37,19 @@ class History:
         return its, vals
 
 
-def make_meta_optimizer(model: nn.Module, meta_lr: float = 1e-3) -> torch.optim.Optimizer:
-    """Adam on θ with the paper's meta step size β = 1e-3 (fused kernels where available)."""
+def make_meta_optimizer(model, meta_lr: float = 1e-3) -> torch.optim.Optimizer:
+    """Adam with the paper's meta step size β = 1e-3 (fused kernels where available).
+
+    ``model`` is an ``nn.Module`` (Adam on its parameters θ) or a list of tensors (θ plus any
+    meta-learned extras, e.g. Meta-SGD's inner learning rates).
+    """
     if not meta_lr > 0:
-        raise ValueError(f"meta_lr must be positive, got {meta_lr}")
+        raise ValueError(f"meta_lr (β) must be positive, got {meta_lr}")
+    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
     try:
-        return torch.optim.Adam(model.parameters(), lr=meta_lr, fused=True)
+        return torch.optim.Adam(params, lr=meta_lr, fused=True)
     except RuntimeError:  # fused Adam needs floating-point params on a supported device
-        return torch.optim.Adam(model.parameters(), lr=meta_lr)
+        return torch.optim.Adam(params, lr=meta_lr)
 
 
 def meta_train(model: nn.Module, sample_batch: BatchFn, *, iterations: int, inner_lr: float,

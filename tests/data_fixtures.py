@@ -84,3 +84,11 @@ def local_server(routes: dict[str, tuple[str, bytes]]):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def make_fake_omniglot_root(root):
+    """Both small background zips, in the real format, with 3 generated characters per alphabet."""
+    from mamlbook.data import make_fake_omniglot
+    for n in (1, 2):
+        make_fake_omniglot(root / f"images_background_small{n}.zip", small=n, characters_per_alphabet=3)
+    return root

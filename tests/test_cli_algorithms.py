@@ -7,7 +7,7 @@ import torch
 from mamlbook.checkpoint import load_checkpoint
 from mamlbook.cli import main
 from mamlbook.cli_algorithms import algorithm_options
-from mamlbook.data import make_fake_omniglot
+from data_fixtures import make_fake_omniglot_root
 
 SINE = ["train", "--preset", "sinusoid", "--eval-tasks", "20", "--no-progress", "--checkpoint-every", "2"]
 
@@ -18,10 +18,7 @@ def sine(out, *extra):
 
 @pytest.fixture(scope="module")
 def fake_omniglot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("omniglot")
-    for n in (1, 2):
-        make_fake_omniglot(root / f"images_background_small{n}.zip", small=n, characters_per_alphabet=3)
-    return root
+    return make_fake_omniglot_root(tmp_path_factory.mktemp("omniglot"))
 
 
 @pytest.fixture(autouse=True)
