@@ -15,7 +15,12 @@ does the same thing. Modules, one job each:
 - ``anil``        ANIL: adapt only the head; the body is meta-learned in the outer loop
 - ``metasgd``     Meta-SGD: a learned inner learning rate for every parameter coordinate
 - ``mamlpp``      MAML++'s multi-step loss, per-layer per-step learning rates, derivative-order annealing
+- ``mamlpp_bn``   MAML++'s per-step BatchNorm parameters
 - ``protonet``    Prototypical Networks, the metric-learning baseline
+- ``algorithms``  one interface for all seven meta-learners (``make_algorithm``)
+- ``compare``     the learners side by side at an equal wall-clock budget
+- ``sequence``    chapter 9: sinusoid-walk sequence tasks and an LSTM + linear model
+- ``rnn``         second-order MAML through cuDNN RNNs (the inner loop on native kernels)
 - ``conv``        the paper's Conv4 models with a batch-statistics BatchNorm that is safe under vmap
 - ``fewshot``     MAML for N-way K-shot classification: training, validation, 600-task tests
 - ``presets``     the paper's classification settings, each with its source
@@ -27,7 +32,8 @@ does the same thing. Modules, one job each:
 - ``runinfo``     machine facts and strict, atomically written JSON for every run
 - ``checkpoint``  atomic checkpoints that load with ``weights_only=True``
 - ``plotting``    the book's figures
-- ``cli``         ``python -m mamlbook train|evaluate|bench``
+- ``gpu_check``, ``rnn_check``, ``amp_check``, ``precision_check``  the GPU measurements
+- ``cli``         ``python -m mamlbook train|evaluate|bench`` (``cli_fewshot``, ``cli_algorithms``)
 """
 from .config import banner, fast_mode, pick, seed_everything
 from .evaluate import EvalResult, adaptation_curve, mean_ci95, summarize
