@@ -36,11 +36,31 @@ native kernel is 1.4–1.7× faster than the hand-written one in a plain per-tas
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-3  # tf.contrib.layers.batch_norm's default epsilon, used by the official MAML code
+
+
+_REFERENCE_ONLY = False   # set by reference_batch_norm(): skip the vmap probe (torch.compile can't trace it)
+
+
+@contextlib.contextmanager
+def reference_batch_norm():
+    """Inside the block :func:`batch_norm` always uses :func:`batch_norm_reference`.
+
+    For code that is under ``vmap`` throughout (:func:`mamlbook.functional.make_meta_grad`): the
+    answer of :func:`_under_vmap` is known, and ``torch.compile`` cannot trace the probe.
+    """
+    global _REFERENCE_ONLY
+    previous, _REFERENCE_ONLY = _REFERENCE_ONLY, True
+    try:
+        yield
+    finally:
+        _REFERENCE_ONLY = previous
 
 
 def _under_vmap() -> bool:
@@ -74,7 +94,7 @@ def batch_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, bias: tor
 def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                eps: float = BN_EPS) -> torch.Tensor:
     """Batch-statistics BatchNorm: the native kernel, or :func:`batch_norm_reference` under vmap."""
-    if _under_vmap():
+    if _REFERENCE_ONLY or _under_vmap():
         return batch_norm_reference(x, weight, bias, eps)
     if weight is None:  # the native double backward needs a weight tensor: use a constant 1,
         # in the shift's dtype: under autocast x is bf16/fp16 while the parameters stay fp32.

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from .conv import has_native_batchnorm
+from .conv import has_native_batchnorm, reference_batch_norm
 from .maml import LossFn, Params, _check_inner
 
 
@@ -52,4 +52,9 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
         return vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(p, xs, ys, xq, yq).mean()
 
     fn = grad_and_value(outer)
-    return torch.compile(fn) if compile else fn
+    fn = torch.compile(fn) if compile else fn
+
+    def meta_grad(*args):
+        with reference_batch_norm():      # every BatchNorm here runs under vmap: no probe needed
+            return fn(*args)
+    return meta_grad

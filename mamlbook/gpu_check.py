@@ -51,7 +51,8 @@ import torch
 
 from .amp import Amp, AmpNotSupportedError
 from .data import ClassImages
-from .fewshot import (TRAIN_ACC_EVERY, FewShotConfig, _train_acc, make_model, make_sampler, meta_step,
+from .fewshot import (TRAIN_ACC_EVERY, FewShotConfig, _train_acc, make_model, make_sampler, make_step_grad,
+                      meta_step,
                       train_fewshot)
 from .presets import get_preset
 from .train import make_meta_optimizer
@@ -90,10 +91,10 @@ def synthetic_split(classes: int, per_class: int, device, size: int = 84, seed: 
 
 
 def train_step(model, params, optimizer, amp: Amp, sampler, generator, cfg: FewShotConfig,
-               iteration: int) -> float:
+               iteration: int, step_grad=None) -> float:
     """One meta-training iteration exactly as :func:`~mamlbook.fewshot.train_fewshot`'s loop does it."""
     ep = sampler.sample(cfg.meta_batch_size, generator)
-    loss = meta_step(model, params, optimizer, amp, ep, cfg)
+    loss = meta_step(model, params, optimizer, amp, ep, cfg, step_grad)
     if iteration % TRAIN_ACC_EVERY == 0 or iteration == 1:
         _train_acc(model, params, ep, cfg)
     return float(loss)                            # train_fewshot logs it: a sync every iteration
@@ -114,21 +115,25 @@ def time_loop(cfg: FewShotConfig, split: ClassImages, device: torch.device, *, w
     sampler = make_sampler(split, cfg, device=device)
     generator = torch.Generator().manual_seed(cfg.seed)
     params = dict(model.named_parameters())
+    step_grad = make_step_grad(model, cfg)
+    compile_start = time.perf_counter()
     for i in range(1, warmup + 1):
-        train_step(model, params, optimizer, amp, sampler, generator, cfg, i)
+        train_step(model, params, optimizer, amp, sampler, generator, cfg, i, step_grad)
     _sync(device)
+    warmup_s = time.perf_counter() - compile_start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start_alloc = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     times, losses, started = [], [], time.perf_counter()
     for i in range(warmup + 1, warmup + iterations + 1):
         t0 = time.perf_counter()
-        losses.append(train_step(model, params, optimizer, amp, sampler, generator, cfg, i))
+        losses.append(train_step(model, params, optimizer, amp, sampler, generator, cfg, i, step_grad))
         _sync(device)
         times.append((time.perf_counter() - t0) * 1000)
         if time_limit_s is not None and time.perf_counter() - started > time_limit_s:
             break
-    out = {"precision": amp.describe(), "iterations": len(times), "ms_all": times,
+    out = {"precision": amp.describe(), "compiled": cfg.compile, "warmup_s": warmup_s,
+           "iterations": len(times), "ms_all": times,
            "ms_median": statistics.median(times), "ms_mean": statistics.fmean(times),
            "stopped_by_budget": len(times) < iterations, "loss_first": losses[0], "loss_last": losses[-1]}
     if device.type == "cuda":
@@ -192,7 +197,7 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
     split = synthetic_split(spec["classes"], spec["per_class"], device)
     _sync(device)
     split_s = time.perf_counter() - t0
-    combos = [(o, m, t) for o in orders for m in modes for t in tf32 if m == "fp32" or not t]
+    combos = [(o, m, t) for o in orders for m in modes for t in tf32 if m != "amp" or not t]
     runnable = len(combos) * (2 if end_to_end else 1)
     limit = None if budget_s is None else budget_s / runnable
     rows = []
@@ -200,7 +205,8 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
               "split_shape": list(split.images.shape), "split_mb": split.images.numel() / 2**20,
               "split_build_s": split_s, "rows": rows}
     for order, mode, allow_tf32 in combos:
-        cfg = base.replace(first_order=order == "first", amp=mode == "amp", tf32=allow_tf32)
+        cfg = base.replace(first_order=order == "first", amp=mode == "amp", tf32=allow_tf32,
+                           compile=mode == "compiled")
         row = {"shape": shape, "order": order, "mode": mode, "tf32": allow_tf32, **env,
                "n_way": cfg.n_way, "k_shot": cfg.k_shot, "k_query": cfg.k_query,
                "meta_batch_size": cfg.meta_batch_size, "inner_steps": cfg.inner_steps,
@@ -266,6 +272,7 @@ def format_table(result: dict) -> str:
         proj = f"{h * 60:.0f} min" if h < 2 else f"{h:.1f} h"
         precision = r["precision"] + (f" (TF32 {'on' if r.get('tf32') else 'off'})"
                                       if r["precision"] == "float32" and "tf32" in r else "")
+        precision += ", torch.compile" if r.get("compiled") else ""
         lines.append(f"| {r['device_name']} | {r['order']} | {precision} | {r['ms_median']:.1f} | "
                      f"{r['ms_mean']:.1f} | {_fmt(r.get('e2e_ms_mean'), '.1f')} | "
                      f"{_fmt(r.get('peak_mem_mb'), '.0f')} | {proj} |")
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     p.add_argument("--iterations", type=int, default=200, help="timed iterations per row")
     p.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
-    p.add_argument("--modes", default="fp32,amp", help="comma list of fp32, amp")
+    p.add_argument("--modes", default="fp32,amp", help="comma list of fp32, amp, compiled (fp32, torch.compile)")
     p.add_argument("--orders", default="second,first", help="comma list of second, first")
     p.add_argument("--shape", choices=sorted(SHAPES), default=None,
                    help="w3 (default on cuda) or smoke (default on cpu)")
@@ -290,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = p.parse_args(argv)
     modes, orders = args.modes.split(","), args.orders.split(",")
-    if not set(modes) <= {"fp32", "amp"} or not set(orders) <= {"second", "first"}:
-        p.error(f"--modes takes fp32,amp and --orders second,first; got {args.modes!r}, {args.orders!r}")
+    if not set(modes) <= {"fp32", "amp", "compiled"} or not set(orders) <= {"second", "first"}:
+        p.error(f"--modes takes fp32,amp,compiled and --orders second,first; got {args.modes!r}, {args.orders!r}")
     if args.iterations < 1 or args.warmup < 0:
         p.error("--iterations must be ≥ 1 and --warmup ≥ 0")
     device = torch.device(args.device)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every GPU check of the book in one command (issues 4, 6, 7), ≈ 8 minutes on one H100/H200:
+# Every GPU check of the book in one command (issues 4, 6, 7), ≈ 10 minutes on one H100/H200:
 #   1. mini-ImageNet W3 training speed, fp32/AMP × second/first order  → README GPU table
+#      and the torch.compile-d meta-step (FewShotConfig.compile; not yet measured on a GPU)
 #   2. second-order MAML through an LSTM: cuDNN vs native kernels      → chapter 9
 #   3. does AMP change what MAML learns (synthetic images)             → chapter 7
 #   4. one meta-step against the baselines on CUDA (W2, W3)            → docs/benchmarks.md
@@ -20,6 +21,7 @@ step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$LOG";
          local t0=$SECONDS; timeout "$limit" python3 -m "$@" 2>&1 | tee -a "$LOG";
          echo "== exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$LOG"; }
 step 240 mamlbook.gpu_check --device cuda --iterations 200 --warmup 20 --budget-s 120 --json "$OUT/gpu_check.json"
+step 180 mamlbook.gpu_check --device cuda --modes compiled,fp32 --orders second --iterations 100 --warmup 5 --budget-s 40 --no-end-to-end --json "$OUT/gpu_check_compiled.json"
 step 60 mamlbook.rnn_check --device cuda --steps 30 --json "$OUT/rnn_check.json"
 step 90 mamlbook.amp_check --device cuda --iterations 300 --tasks 200 --json "$OUT/amp_check.json"
 step 120 mamlbook bench --device cuda --workloads W2,W3 --orders second --repeats 5 --json "$OUT/bench_cuda.json"

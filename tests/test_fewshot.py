@@ -179,3 +179,35 @@ def test_maml_beats_random_init_on_real_omniglot_5way_1shot(monkeypatch):
     print(f"{run.iteration} iterations in {run.train_time_s:.0f} s: MAML {m:.1f}% vs random init {s:.1f}%")
     assert m >= s + 15, (m, s)
     assert m >= 20 + 30, m
+
+
+def test_compiled_meta_step_path_gives_the_default_paths_meta_gradient_in_float64():
+    # cfg.compile uses mamlbook.functional.make_meta_grad (torch.func, all tasks under vmap);
+    # checked here uncompiled, in float64, against meta_backward's per-task loop.
+    import torch.nn.functional as F
+    from mamlbook.fewshot import make_step_grad
+    from mamlbook.functional import make_meta_grad
+    from mamlbook.maml import meta_backward
+    cfg = TINY.replace(compile=True, inner_steps=2)
+    assert make_step_grad(make_model(cfg), cfg) is not None and make_step_grad(make_model(TINY), TINY) is None
+    torch.manual_seed(0)
+    model = make_model(cfg).double()
+    ep = make_sampler(random_split(6), cfg).sample(3, torch.Generator().manual_seed(0))
+    xs, xq = ep.x_support.double(), ep.x_query.double()
+    params = dict(model.named_parameters())
+    meta_backward(model, params, xs, ep.y_support, xq, ep.y_query, inner_lr=cfg.inner_lr, inner_steps=2,
+                  loss_fn=F.cross_entropy, batched=False)
+    fn = make_meta_grad(model, inner_lr=cfg.inner_lr, inner_steps=2, loss_fn=F.cross_entropy)
+    grads, _ = fn({k: v.detach() for k, v in params.items()}, xs, ep.y_support, xq, ep.y_query)
+    for name, p in params.items():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_compile_and_amp_together_are_refused():
+    with pytest.raises(ValueError, match="compile and amp"):
+        TINY.replace(compile=True, amp=True)
+
+
+def test_compiled_training_runs_to_the_end_with_finite_losses_on_cpu(tmp_path, splits):
+    run = train_fewshot(TINY.replace(compile=True), splits, out=tmp_path, device="cpu", progress=False)
+    assert run.iteration == TINY.iterations and all(l == l for l in run.losses)
