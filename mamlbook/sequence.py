@@ -71,6 +71,22 @@ def walk_end(x: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=-2)
 
 
+def walks_ending_at(x_end: torch.Tensor, seq_len: int = SEQ_LEN, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random walks (..., L, 1) that end exactly at the points ``x_end`` (..., 1).
+
+    The moves are drawn as in :func:`sample_walk_tasks` (U[−0.5, 0.5]) and the start is set so
+    the walk ends at ``x_end``: what a figure needs to draw an LSTM's prediction against x.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1 (the start), got {seq_len}")
+    if x_end.shape[-1] != 1:
+        raise ValueError(f"x_end must end in a dimension of size 1, got shape {tuple(x_end.shape)}")
+    moves = _uniform((*x_end.shape[:-1], seq_len - 1), *MOVE_RANGE, generator).to(x_end)  # (..., L−1)
+    start = x_end - moves.sum(-1, keepdim=True)                                          # (..., 1)
+    return torch.cat([start, moves], dim=-1).unsqueeze(-1)                               # (..., L, 1)
+
+
 class HandLSTM(nn.Module):
     """One LSTM layer written out (batch-first), with ``nn.LSTM``'s parameter names and gate order.
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from mamlbook.maml import meta_loss, resolve_batched
 from mamlbook.rnn import cudnn_disabled, has_rnn, inner_loop_rnn_context, needs_native_rnn
-from mamlbook.sequence import HandLSTM, LSTMRegressor, sample_walk_tasks, walk_end
+from mamlbook.sequence import HandLSTM, LSTMRegressor, sample_walk_tasks, walk_end, walks_ending_at
 from mamlbook.tasks import INPUT_RANGE
 
 
@@ -141,3 +141,21 @@ def test_lstm_meta_training_step_lowers_the_query_loss_of_a_fixed_meta_batch():
         meta_loss(model, params, *data, inner_lr=0.01).backward()
         opt.step()
     assert meta_loss(model, params, *data, inner_lr=0.01).item() < 0.9 * first
+
+
+def test_walks_ending_at_end_exactly_where_asked_with_moves_in_range():
+    x_end = torch.linspace(-5, 5, 11, dtype=torch.float64).unsqueeze(-1)           # (11, 1)
+    w = walks_ending_at(x_end, seq_len=6, generator=torch.Generator().manual_seed(0))
+    assert w.shape == (11, 6, 1) and w.dtype == torch.float64
+    torch.testing.assert_close(walk_end(w), x_end, rtol=0, atol=1e-12)
+    assert w[:, 1:, 0].abs().max() <= 0.5 and w[:, 1:, 0].std() > 0.1                # real moves
+
+
+def test_walks_ending_at_are_reproducible_and_reject_a_bad_shape():
+    x_end = torch.zeros(4, 1)
+    assert torch.equal(walks_ending_at(x_end, generator=torch.Generator().manual_seed(3)),
+                       walks_ending_at(x_end, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="size 1"):
+        walks_ending_at(torch.zeros(4))
+    with pytest.raises(ValueError, match="seq_len"):
+        walks_ending_at(x_end, seq_len=0)
