@@ -46,6 +46,7 @@ from torch.func import functional_call
 from .anil import adapt_head, anil_meta_backward
 from .maml import LossFn, Params, adapt as maml_adapt, meta_backward
 from .mamlpp import adapt_per_step, init_per_step_lrs, mamlpp_meta_loss, multi_step_loss_weights, use_first_order
+from .mamlpp_bn import init_per_step_bn, without_bn
 from .metasgd import init_inner_lrs, metasgd_adapt, metasgd_meta_backward
 from .protonet import protonet_loss, task_logits
 from .reptile import reptile_step
@@ -263,26 +264,34 @@ class MAMLPlusPlus(Algorithm):
     ``experiment_config/omniglot_maml++-omniglot_1_8_0.1_64_5_0.json``): 5 inner steps at train
     and test, ``multi_step_loss_num_epochs`` 10 of ``total_iter_per_epoch`` 500 iterations,
     ``first_order_to_second_order_epoch`` −1 (second order from the start: ``first_order_epochs=0``).
-    Per-step BatchNorm and the cosine schedule of β are not used here.
+    ``per_step_bn=True`` adds MAML++'s per-step BatchNorm (:mod:`mamlbook.mamlpp_bn`: one learned
+    BN shift/scale per inner step, not adapted in the inner loop; models with
+    :class:`mamlbook.conv.BatchNorm` only). Off by default, and off in chapter 8's comparison.
+    The cosine schedule of β is not used here.
     """
 
     name = "mamlpp"
 
     def __init__(self, model, params, *, inner_steps: int = 5, anneal_epochs: int = 10,
-                 iterations_per_epoch: int = 500, first_order_epochs: int = 0, **kw):
+                 iterations_per_epoch: int = 500, first_order_epochs: int = 0, per_step_bn: bool = False,
+                 **kw):
         super().__init__(model, params, inner_steps=inner_steps, **kw)
         if self.test_steps > inner_steps:
             raise ValueError(f"MAML++ learns one rate per step: test_steps ({self.test_steps}) "
                              f"cannot exceed inner_steps ({inner_steps})")
         self.anneal_epochs, self.iterations_per_epoch = anneal_epochs, iterations_per_epoch
         self.first_order_epochs = first_order_epochs
-        self.lrs = init_per_step_lrs(params, inner_steps, self.inner_lr)
+        # With per-step BN, θ's own BN entries are replaced by (N, C) per-step rows, and the
+        # inner loop adapts (and has learned rates for) the rest of θ only.
+        self.step_bn = init_per_step_bn(model, inner_steps, params) if per_step_bn else None
+        self.inner_params = without_bn(model, params) if per_step_bn else params
+        self.lrs = init_per_step_lrs(self.inner_params, inner_steps, self.inner_lr)
 
     def meta_parameters(self):
-        return list(self.params.values()) + list(self.lrs.values())
+        return [*self.inner_params.values(), *self.lrs.values(), *(self.step_bn or {}).values()]
 
     def extra_state(self):
-        return {"lrs": self.lrs}
+        return {"lrs": self.lrs, **({"step_bn": self.step_bn} if self.step_bn is not None else {})}
 
     def epoch(self, iteration: int) -> int:
         return iteration // self.iterations_per_epoch
@@ -290,9 +299,10 @@ class MAMLPlusPlus(Algorithm):
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         epoch = self.epoch(iteration)
         weights = multi_step_loss_weights(self.inner_steps, epoch, self.anneal_epochs)
-        loss = mamlpp_meta_loss(self.model, self.params, self.lrs, x_s, y_s, x_q, y_q,
+        loss = mamlpp_meta_loss(self.model, self.inner_params, self.lrs, x_s, y_s, x_q, y_q,
                                 loss_weights=weights, loss_fn=self.loss_fn,
-                                first_order=use_first_order(epoch, self.first_order_epochs))
+                                first_order=use_first_order(epoch, self.first_order_epochs),
+                                step_bn=self.step_bn)
         loss.backward()
         return loss.detach()
 
@@ -300,8 +310,12 @@ class MAMLPlusPlus(Algorithm):
         if steps > self.inner_steps:
             raise ValueError(f"MAML++ has learned rates for {self.inner_steps} steps, not {steps}")
         lrs = {k: v.detach()[:steps] for k, v in self.lrs.items()}
+        step_bn = None
+        if self.step_bn is not None:
+            theta = without_bn(self.model, theta)
+            step_bn = {k: v.detach()[:steps] for k, v in self.step_bn.items()}
         return adapt_per_step(self.model, theta, lrs, x_s, y_s, inner_steps=steps,
-                              loss_fn=self.loss_fn, first_order=True)[-1]
+                              loss_fn=self.loss_fn, first_order=True, step_bn=step_bn)[-1]
 
 
 class ProtoNet(Algorithm):

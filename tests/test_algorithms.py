@@ -189,3 +189,44 @@ def test_one_outer_step_on_conv4_changes_the_classifier_or_embedding(name):
     algo.outer_step(algo.make_optimizer(1e-3), x_s, y, x_q, y)
     assert not torch.equal(first_conv.detach(), before), name              # the first conv layer learns
     assert algo.adapt(x_s[0], y[0])(x_q[0]).shape == (5, 5)                # (queries, classes)
+
+
+def _conv4_episode():
+    torch.manual_seed(0)
+    model = omniglot_conv4(5, filters=8).double()
+    x_s, x_q = torch.rand(2, 5, 1, 28, 28, dtype=torch.float64), torch.rand(2, 5, 1, 28, 28, dtype=torch.float64)
+    return model, x_s, torch.arange(5).repeat(2, 1), x_q
+
+
+def test_mamlpp_per_step_bn_starts_as_the_shared_bn_run_and_then_learns_its_own_rows():
+    model, x_s, y, x_q = _conv4_episode()
+    kw = dict(problem="classification", inner_lr=0.4, inner_steps=2)
+    shared = make_algorithm("mamlpp", model, clone(dict(model.named_parameters())), **kw)
+    per_step = make_algorithm("mamlpp", model, clone(dict(model.named_parameters())), per_step_bn=True, **kw)
+    bn = [k for k in per_step.step_bn]
+    assert bn and all(per_step.step_bn[k].shape[0] == 2 for k in bn)          # one row per inner step
+    assert not set(bn) & set(per_step.inner_params)                          # BN is not adapted
+    # every row equals θ's BN at the start, so with the shared run's BN inner rates at 0 (per-step
+    # BN is never adapted) the first outer loss is the shared-BN one
+    with torch.no_grad():
+        for k in bn:
+            shared.lrs[k].zero_()
+    a = shared.outer_step(shared.make_optimizer(1e-3), x_s, y, x_q, y)
+    b = per_step.outer_step(per_step.make_optimizer(1e-3), x_s, y, x_q, y)
+    assert a == pytest.approx(b, rel=1e-12)
+    rows = per_step.step_bn[bn[0]].detach()
+    assert not torch.equal(rows[0], rows[1])                                  # each step's row moved its own way
+    assert set(per_step.extra_state()) == {"lrs", "step_bn"}
+
+
+def test_mamlpp_per_step_bn_needs_a_model_with_the_books_batchnorm():
+    model, params, _ = float64_setup()                                        # the sinusoid MLP: no BN
+    with pytest.raises(ValueError):
+        make_algorithm("mamlpp", model, params, problem="regression", inner_lr=0.01, per_step_bn=True)
+
+
+def test_mamlpp_per_step_bn_adapts_with_its_rows_and_predicts_logits():
+    model, x_s, y, x_q = _conv4_episode()
+    algo = make_algorithm("mamlpp", model, problem="classification", inner_lr=0.4, inner_steps=2,
+                          per_step_bn=True)
+    assert algo.adapt(x_s[0], y[0])(x_q[0]).shape == (5, 5)
