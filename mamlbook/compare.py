@@ -17,13 +17,17 @@ evaluated, on the same fixed test tasks for every algorithm. Each row records
 - ``cuda_peak_mb``: on a GPU also ``torch.cuda.max_memory_allocated`` during training, above
   what was allocated before;
 - the test metric after each algorithm's own test-time adaptation (``test_steps``): mean, 95%
-  CI (1.96·std/√n over tasks, as the MAML code) and median.
+  CI (1.96·std/√n over tasks, as the MAML code) and median;
+- ``diverged``: test tasks whose adaptation blew up (a non-finite MSE, counted as +∞: the mean is
+  then ∞ and the median is the honest summary, as in chapter 2), and ``theta_finite``: whether
+  meta-training itself kept θ finite (if not, every task diverges).
 
 Per-problem settings (:data:`SETTINGS`) follow each method's paper, as stated next to them.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -231,6 +235,8 @@ class Row:
     fast: bool
     note: str = ""
     losses: list = field(default_factory=list, repr=False)
+    diverged: int = 0                    # test tasks whose adaptation gave a non-finite metric
+    theta_finite: bool = True            # False: meta-training itself diverged
 
 
 def compare(problem: Problem | str, algorithms: Sequence[str] | None = None, *, budget_s: float,
@@ -298,11 +304,15 @@ def _run_one(problem: Problem, name: str, options: dict, test: Batch, digest: st
     bar.set_postfix_str(f"{len(step_s)} meta-steps", refresh=False)
     bar.close()
     cuda_peak = (torch.cuda.max_memory_allocated() - cuda_start) / 2**20 if cuda else None
+    theta_finite = all(bool(torch.isfinite(p).all()) for p in algo.meta_parameters())
     per_task = evaluate(algo, problem, test)
-    mean, ci = mean_ci95(per_task)
+    finite = torch.isfinite(per_task)
+    per_task = torch.where(finite, per_task, torch.tensor(float("inf"), dtype=per_task.dtype))
+    mean, ci = mean_ci95(per_task) if bool(finite.all()) else (float("inf"), float("nan"))
     return Row(name, problem.name, problem.metric, mean, ci, per_task.median().item(), len(per_task),
                algo.test_steps, len(step_s), budget_s, train_time, 1e3 * statistics.median(step_s),
-               graph.peak / 2**20, cuda_peak, digest, str(device), fast_mode(), problem.note, losses)
+               graph.peak / 2**20, cuda_peak, digest, str(device), fast_mode(), problem.note, losses,
+               diverged=int((~finite).sum()), theta_finite=theta_finite)
 
 
 def evaluate(algo, problem: Problem, test: Batch) -> torch.Tensor:
@@ -323,7 +333,12 @@ def format_table(rows: Sequence[Row], digits: int | None = None) -> str:
         header.append("CUDA peak (MiB)")
     body = []
     for r in rows:
-        cells = [r.algorithm, format_ci(r.mean, r.ci95, digits), f"{r.median:.{digits}f}", r.test_steps,
+        metric = format_ci(r.mean, r.ci95, digits)
+        if not r.theta_finite:
+            metric = "training diverged (θ not finite)"
+        elif r.diverged:
+            metric = f"∞: diverged on {r.diverged} of {r.num_test_tasks} tasks"
+        cells = [r.algorithm, metric, f"{r.median:.{digits}f}", r.test_steps,
                  f"{r.iterations:,}", f"{r.train_time_s:.1f}", f"{r.ms_per_step:.1f}", f"{r.graph_peak_mb:.2f}"]
         if len(header) > len(cells):
             cells.append("—" if r.cuda_peak_mb is None else f"{r.cuda_peak_mb:.0f}")
@@ -338,7 +353,12 @@ def plot_comparison(rows: Sequence[Row], *, title: str | None = None):
     names = [r.algorithm for r in rows]
     colors = [f"C{i}" for i in range(len(rows))]
     fig, (ax_metric, ax_time) = plt.subplots(1, 2, figsize=(11, 3.8))
-    ax_metric.bar(names, [r.mean for r in rows], yerr=[r.ci95 for r in rows], capsize=4, color=colors)
+    finite = [math.isfinite(r.mean) for r in rows]         # a diverged row gets no bar, only a label
+    ax_metric.bar(names, [r.mean if f else 0.0 for r, f in zip(rows, finite)],
+                  yerr=[r.ci95 if f else 0.0 for r, f in zip(rows, finite)], capsize=4, color=colors)
+    for i, (r, f) in enumerate(zip(rows, finite)):
+        if not f:
+            ax_metric.annotate("diverged", (i, 0), ha="center", va="bottom", rotation=90, color="red")
     ax_metric.set(ylabel=f"{rows[0].metric} (mean ± 95% CI)",
                   title=f"{rows[0].num_test_tasks} test tasks, {rows[0].budget_s:g} s of training each")
     ax_time.bar(names, [r.ms_per_step for r in rows], color=colors)

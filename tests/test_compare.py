@@ -1,5 +1,6 @@
 """The equal-wall-clock comparison: same budget, same start, same tasks, one table row per algorithm."""
 import dataclasses
+import math
 
 import matplotlib
 from matplotlib.container import BarContainer
@@ -120,3 +121,20 @@ def test_omniglot_comparison_scores_accuracy_on_held_out_alphabets():
     for r in rows:
         assert 0 <= r.mean <= 100 and r.num_test_tasks == 10 and r.note == ""
     assert [r.test_steps for r in rows] == [10, 0]            # protonet has no inner loop
+
+
+def test_a_task_whose_adaptation_diverges_counts_as_infinite_and_is_reported_not_hidden(monkeypatch):
+    # Found in the full run of chapter 8: one NaN task made the mean and the median NaN.
+    import mamlbook.compare as compare_module
+    real = compare_module.evaluate
+
+    def one_task_blows_up(algo, problem, test):
+        values = real(algo, problem, test)
+        values[0] = float("nan")
+        return values
+    monkeypatch.setattr(compare_module, "evaluate", one_task_blows_up)
+    row = compare_module.compare(compare_module.sinusoid_problem(num_test_tasks=5), ["fomaml"], budget_s=0.2,
+                                 progress=False)[0]
+    assert row.diverged == 1 and row.mean == float("inf") and row.theta_finite
+    assert math.isfinite(row.median)                      # 1 of 5 at +∞: the median is still a number
+    assert "∞: diverged on 1 of 5 tasks" in compare_module.format_table([row])
