@@ -370,6 +370,11 @@ for rows in (sine_rows, omni_rows):
 #   more than first-order MAML (the cell below checks it on both problems); MAML++ builds the graphs of
 #   a whole meta-batch of 5-step inner loops before its one backward, and Prototypical Networks embed
 #   every task of the meta-batch before theirs.
+# - **Adaptation can blow up.** A method that takes many test steps (Reptile's 32) or learns its own
+#   step sizes (MAML++) can diverge on a few test tasks: their MSE is infinite. The table then says
+#   "∞: diverged on k of n tasks" instead of a mean, and the median — finite while fewer than half
+#   diverge — is the number to read (chapter 2 met the same effect with ten steps of MAML). The first
+#   full run of this chapter printed `nan` there; that is how the book found it.
 # - **Test-time protocols differ** (the *test steps* column), each method's own: on sinusoids Reptile
 #   adapts for 32 steps where MAML takes 1; on Omniglot Meta-SGD takes 1 where MAML takes 10; Prototypical
 #   Networks take none. A comparison table must say so, as this one does.
