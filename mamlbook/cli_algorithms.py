@@ -209,13 +209,17 @@ def train_algorithm_cli(args) -> dict:
     if note:
         print(f"{note}: accuracies say nothing about the real dataset.")
     print(f"{args.algorithm} on {args.preset}: {algo!r}", flush=True)
-    validate = (lambda a: (lambda r: (r["mean"], r["ci95"]))(evaluate_tasks(a, val, kind))) if val else None
+
+    def validate(a):
+        r = evaluate_tasks(a, val, kind)               # the same fixed meta-val tasks every time
+        return r["mean"], r["ci95"]
     run = train_algorithm(algo, sample, torch.Generator().manual_seed(cfg.seed), iterations=cfg.iterations,
                           meta_lr=cfg.meta_lr, out=out, config=config, resume=args.resume,
                           checkpoint_every=args.checkpoint_every or (5000 if kind == "regression" else 1000),
-                          validate=validate, val_every=getattr(cfg, "val_every", 0), progress=args.progress,
+                          validate=validate if val is not None else None,
+                          val_every=getattr(cfg, "val_every", 0), progress=args.progress,
                           desc=f"{args.algorithm} {args.preset}")
-    if validate is not None:                       # the meta-test uses the best validated θ only
+    if val is not None:                            # the meta-test uses the best validated θ only
         best = load_checkpoint(out / "best.pt")
         algo.model.load_state_dict(best["model"])
         algo.load_extra_state(best["extra"])
