@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .maml import LossFn, Params, _check_inner, _grads, batched_losses, resolve_batched, sgd_step
+from .maml import (LossFn, Params, _check_inner, batched_inner_loop, batched_losses, expand_tasks, inner_loop,
+                   resolve_batched, sgd_step)
 
 HeadSpec = str | tuple[str, ...]
 
@@ -59,10 +60,9 @@ def adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor, y_supp
     """
     _check_inner(inner_lr, inner_steps)
     body, head_params = split_head(params, head)
-    for _ in range(inner_steps):
-        loss = loss_fn(functional_call(model, {**body, **head_params}, (x_support,)), y_support)
-        head_params = sgd_step(head_params, _grads(loss, head_params, create_graph=not first_order),
-                               inner_lr)
+    head_params = inner_loop(model, head_params, x_support, y_support, inner_steps=inner_steps,
+                             loss_fn=loss_fn, first_order=first_order, frozen=body,
+                             step=lambda p, g, j: sgd_step(p, g, inner_lr))
     return {k: head_params[k] if k in head_params else body[k] for k in params}  # θ's key order
 
 
@@ -75,13 +75,10 @@ def batched_adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor
     The body is expanded to T copies (a view, no memory copied) that no inner step changes.
     """
     _check_inner(inner_lr, inner_steps)
-    num_tasks = x_support.shape[0]
-    expand = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
-    body, head_params = split_head(expand, head)
-    for _ in range(inner_steps):
-        losses = batched_losses(model, {**body, **head_params}, x_support, y_support, loss_fn)  # (T,)
-        grads = _grads(losses.sum(), head_params, create_graph=not first_order)
-        head_params = sgd_step(head_params, grads, inner_lr)
+    body, head_params = split_head(expand_tasks(params, x_support.shape[0]), head)
+    head_params = batched_inner_loop(model, head_params, x_support, y_support, inner_steps=inner_steps,
+                                     loss_fn=loss_fn, first_order=first_order, frozen=body,
+                                     step=lambda p, g, j: sgd_step(p, g, inner_lr))
     return {k: head_params[k] if k in head_params else body[k] for k in params}
 
 

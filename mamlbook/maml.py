@@ -62,12 +62,51 @@ def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: 
         θ'_i as a new dict. With ``first_order=False`` it stays differentiable w.r.t. θ.
     """
     _check_inner(inner_lr, inner_steps)
-    # An LSTM/GRU on CUDA: cuDNN's RNN backward has no derivative, so second-order MAML runs
-    # the inner loop on PyTorch's native RNN kernels (mamlbook.rnn); a no-op everywhere else.
+    return inner_loop(model, params, x_support, y_support, inner_steps=inner_steps, loss_fn=loss_fn,
+                      first_order=first_order, step=lambda p, g, j: sgd_step(p, g, inner_lr))
+
+
+StepFn = Callable[[Params, list, int], Params]   # (adapted params, their gradients, step j) → next params
+
+
+def inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
+               inner_steps: int, step: StepFn, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
+               frozen: Params | None = None) -> Params:
+    """The inner loop that MAML, Meta-SGD and ANIL share: what differs is ``step`` and ``frozen``.
+
+    ``inner_steps`` times: the support loss of the model run with ``{**frozen, **params}``, its
+    gradient w.r.t. ``params`` only (kept differentiable unless ``first_order``), then
+    ``params = step(params, grads, j)``. ``frozen`` entries (e.g. ANIL's body) are used, never
+    updated. Returns the adapted ``params``.
+
+    An LSTM/GRU on CUDA: cuDNN's RNN backward has no derivative, so second-order MAML runs the
+    loop on PyTorch's native RNN kernels (:mod:`mamlbook.rnn`); a no-op everywhere else.
+    """
+    frozen = frozen or {}
     with inner_loop_rnn_context(model, x_support.device, first_order):
-        for _ in range(inner_steps):
-            loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
-            params = sgd_step(params, _grads(loss, params, create_graph=not first_order), inner_lr)
+        for j in range(inner_steps):
+            loss = loss_fn(functional_call(model, {**frozen, **params}, (x_support,)), y_support)
+            params = step(params, _grads(loss, params, create_graph=not first_order), j)
+    return params
+
+
+def expand_tasks(params: Params, num_tasks: int) -> Params:
+    """One copy of θ per task, (T, *shape) each, as views: no memory is copied."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+def batched_inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
+                       inner_steps: int, step: StepFn, loss_fn: LossFn = F.mse_loss,
+                       first_order: bool = False, frozen: Params | None = None) -> Params:
+    """:func:`inner_loop` for T tasks at once under ``vmap``: ``params``/``frozen`` are (T, *shape).
+
+    Task i's loss depends only on copy i, so the gradient of the *summed* support losses w.r.t.
+    the copies is every task's own gradient, in one backward pass.
+    """
+    frozen = frozen or {}
+    for j in range(inner_steps):
+        losses = batched_losses(model, {**frozen, **params}, x_support, y_support, loss_fn)  # (T,)
+        params = step(params, _grads(losses.sum(), params, create_graph=not first_order), j)
     return params
 
 
@@ -117,13 +156,9 @@ def batched_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
     gradient. ``x_support``/``y_support`` are (T, K, ...).
     """
     _check_inner(inner_lr, inner_steps)
-    num_tasks = x_support.shape[0]
-    task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
-    for _ in range(inner_steps):
-        losses = batched_losses(model, task_params, x_support, y_support, loss_fn)  # (T,)
-        grads = _grads(losses.sum(), task_params, create_graph=not first_order)
-        task_params = sgd_step(task_params, grads, inner_lr)
-    return task_params
+    return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
+                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                              step=lambda p, g, j: sgd_step(p, g, inner_lr))
 
 
 def batched_losses(model: nn.Module, task_params: Params, x: torch.Tensor, y: torch.Tensor,

@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .maml import LossFn, Params, _grads
+from .rnn import inner_loop_rnn_context
 from .mamlpp_bn import bn_at_step, check_step_bn
 
 MSL_MIN_NON_FINAL = 0.03  # × 1/N: the floor of every non-final step's weight in the authors' code
@@ -98,12 +99,15 @@ def adapt_per_step(model: nn.Module, params: Params, lrs: Params, x_support: tor
     if step_bn is not None:
         check_step_bn(model, params, step_bn, inner_steps)
     trajectory = []
-    for j in range(inner_steps):
-        bn_j = bn_at_step(step_bn, j)                               # {} without per-step BN
-        loss = loss_fn(functional_call(model, {**params, **bn_j}, (x_support,)), y_support)
-        grads = _grads(loss, params, create_graph=not first_order)  # θ only: BN is not adapted
-        params = {k: p - lrs[k][j] * g for (k, p), g in zip(params.items(), grads)}
-        trajectory.append({**params, **bn_j})
+    # Records every step and changes the frozen BN per step, so it keeps its own loop; the cuDNN
+    # rule is maml.inner_loop's (an RNN on CUDA runs the inner loop on native kernels).
+    with inner_loop_rnn_context(model, x_support.device, first_order):
+        for j in range(inner_steps):
+            bn_j = bn_at_step(step_bn, j)                               # {} without per-step BN
+            loss = loss_fn(functional_call(model, {**params, **bn_j}, (x_support,)), y_support)
+            grads = _grads(loss, params, create_graph=not first_order)  # θ only: BN is not adapted
+            params = {k: p - lrs[k][j] * g for (k, p), g in zip(params.items(), grads)}
+            trajectory.append({**params, **bn_j})
     return trajectory
 
 

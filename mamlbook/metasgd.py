@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .maml import LossFn, Params, _grads, batched_losses, resolve_batched
+from .maml import LossFn, Params, batched_inner_loop, batched_losses, expand_tasks, inner_loop, resolve_batched
 
 
 def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None = None,
@@ -72,10 +72,8 @@ def metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support
     _check_lrs(params, inner_lrs)
     if inner_steps < 0:
         raise ValueError(f"inner_steps must be ≥ 0, got {inner_steps}")
-    for _ in range(inner_steps):
-        loss = loss_fn(functional_call(model, params, (x_support,)), y_support)
-        params = metasgd_step(params, _grads(loss, params, create_graph=not first_order), inner_lrs)
-    return params
+    return inner_loop(model, params, x_support, y_support, inner_steps=inner_steps, loss_fn=loss_fn,
+                      first_order=first_order, step=lambda p, g, j: metasgd_step(p, g, inner_lrs))
 
 
 def batched_metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
@@ -83,13 +81,9 @@ def batched_metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x
                           loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> Params:
     """:func:`metasgd_adapt` for T tasks at once; returns per-task θ', each (T, *shape)."""
     _check_lrs(params, inner_lrs)
-    num_tasks = x_support.shape[0]
-    task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
-    for _ in range(inner_steps):
-        losses = batched_losses(model, task_params, x_support, y_support, loss_fn)   # (T,)
-        grads = _grads(losses.sum(), task_params, create_graph=not first_order)
-        task_params = metasgd_step(task_params, grads, inner_lrs)                   # α: (*shape)
-    return task_params
+    return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
+                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                              step=lambda p, g, j: metasgd_step(p, g, inner_lrs))  # α: (*shape)
 
 
 def metasgd_task_query_loss(model: nn.Module, params: Params, inner_lrs: Params,

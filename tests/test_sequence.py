@@ -159,3 +159,27 @@ def test_walks_ending_at_are_reproducible_and_reject_a_bad_shape():
         walks_ending_at(torch.zeros(4))
     with pytest.raises(ValueError, match="seq_len"):
         walks_ending_at(x_end, seq_len=0)
+
+
+def test_every_inner_loop_applies_the_cudnn_rule(monkeypatch):
+    # MAML, Meta-SGD and ANIL share maml.inner_loop; MAML++ keeps its own loop with the same rule.
+    import contextlib
+    import mamlbook.maml as maml_module
+    import mamlbook.mamlpp as mamlpp_module
+    from mamlbook.anil import adapt_head
+    from mamlbook.mamlpp import adapt_per_step, init_per_step_lrs
+    from mamlbook.maml import adapt
+    from mamlbook.metasgd import init_inner_lrs, metasgd_adapt
+    asked = []
+
+    def recording(model, device, first_order):
+        asked.append(type(model).__name__)
+        return contextlib.nullcontext()
+    monkeypatch.setattr(maml_module, "inner_loop_rnn_context", recording)
+    monkeypatch.setattr(mamlpp_module, "inner_loop_rnn_context", recording)
+    model, params, (xs, ys, _, _) = _lstm_problem()
+    adapt(model, params, xs[0], ys[0], inner_lr=0.1)
+    metasgd_adapt(model, params, init_inner_lrs(params, 0.1), xs[0], ys[0])
+    adapt_head(model, params, xs[0], ys[0], head="head.", inner_lr=0.1)
+    adapt_per_step(model, params, init_per_step_lrs(params, 1, 0.1), xs[0], ys[0], inner_steps=1)
+    assert asked == ["LSTMRegressor"] * 4
