@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .algorithms import make_algorithm
+from .compare import SETTINGS, summarize_scores, task_scores
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import fast_mode
-from .evaluate import mean_ci95
 from .runinfo import machine_info, write_json
 
 MAML_FAMILY = ("maml", "fomaml")
@@ -35,7 +34,6 @@ MAML_FAMILY = ("maml", "fomaml")
 
 def algorithm_options(name: str, problem: str, *, inner_lr=None, inner_steps=None, test_steps=None) -> dict:
     """:data:`~mamlbook.compare.SETTINGS` for ``name`` on ``problem`` ("sinusoid"/"omniglot"), with overrides."""
-    from .compare import SETTINGS
     options = dict(SETTINGS[problem].get(name, {}))
     for key, value in (("inner_lr", inner_lr), ("inner_steps", inner_steps), ("test_steps", test_steps)):
         if value is not None:
@@ -45,22 +43,10 @@ def algorithm_options(name: str, problem: str, *, inner_lr=None, inner_steps=Non
     return options
 
 
-def score(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """One task's metric: query MSE (regression) or accuracy in percent (classification)."""
-    if kind == "regression":
-        return F.mse_loss(prediction, target).item()
-    return 100.0 * (prediction.argmax(dim=-1) == target).double().mean().item()
-
-
 def evaluate_tasks(algo, tasks, kind: str) -> dict:
-    """Mean, 95% CI and median of the metric over ``tasks`` (x_s, y_s, x_q, y_q), each (T, ...)."""
-    x_s, y_s, x_q, y_q = tasks
-    values = torch.tensor([score(kind, algo.adapt(x_s[i], y_s[i])(x_q[i]), y_q[i])
-                           for i in range(x_s.shape[0])], dtype=torch.float64)
-    mean, ci = mean_ci95(values)
+    """Mean, 95% CI, median and diverged count of the metric over ``tasks`` (x_s, y_s, x_q, y_q)."""
     return {"metric": "query MSE" if kind == "regression" else "query accuracy (%)",
-            "num_tasks": len(values), "test_steps": algo.test_steps, "mean": mean, "ci95": ci,
-            "median": values.median().item()}
+            "test_steps": algo.test_steps, **summarize_scores(task_scores(algo, tasks, kind))}
 
 
 def _state(algo, optimizer, generator, run: dict, config: dict) -> dict:

@@ -109,9 +109,30 @@ class Problem:
 
     def score(self, prediction: torch.Tensor, target: torch.Tensor) -> float:
         """One task's metric: MSE, or the accuracy in percent."""
-        if self.kind == "regression":
-            return F.mse_loss(prediction, target).item()
-        return 100.0 * (prediction.argmax(dim=-1) == target).double().mean().item()
+        return score(self.kind, prediction, target)
+
+
+def score(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """One task's metric: query MSE ("regression") or accuracy in percent ("classification")."""
+    if kind == "regression":
+        return F.mse_loss(prediction, target).item()
+    return 100.0 * (prediction.argmax(dim=-1) == target).double().mean().item()
+
+
+def task_scores(algo, test: "Batch", kind: str) -> torch.Tensor:
+    """Per-task metric (tasks,) after ``algo.adapt`` on each test task's support set."""
+    x_s, y_s, x_q, y_q = test
+    return torch.tensor([score(kind, algo.adapt(x_s[i], y_s[i])(x_q[i]), y_q[i]) for i in range(x_s.shape[0])],
+                        dtype=torch.float64)
+
+
+def summarize_scores(per_task: torch.Tensor) -> dict:
+    """Mean, 95% CI, median and the number of diverged tasks (a non-finite metric counts as +∞)."""
+    finite = torch.isfinite(per_task)
+    per_task = torch.where(finite, per_task, torch.tensor(float("inf"), dtype=per_task.dtype))
+    mean, ci = mean_ci95(per_task) if bool(finite.all()) else (float("inf"), float("nan"))
+    return {"mean": mean, "ci95": ci, "median": per_task.median().item(), "num_tasks": len(per_task),
+            "diverged": int((~finite).sum())}
 
 
 def sinusoid_problem(*, k_shot: int = 10, meta_batch_size: int = 25,
@@ -305,21 +326,16 @@ def _run_one(problem: Problem, name: str, options: dict, test: Batch, digest: st
     bar.close()
     cuda_peak = (torch.cuda.max_memory_allocated() - cuda_start) / 2**20 if cuda else None
     theta_finite = all(bool(torch.isfinite(p).all()) for p in algo.meta_parameters())
-    per_task = evaluate(algo, problem, test)
-    finite = torch.isfinite(per_task)
-    per_task = torch.where(finite, per_task, torch.tensor(float("inf"), dtype=per_task.dtype))
-    mean, ci = mean_ci95(per_task) if bool(finite.all()) else (float("inf"), float("nan"))
-    return Row(name, problem.name, problem.metric, mean, ci, per_task.median().item(), len(per_task),
+    r = summarize_scores(evaluate(algo, problem, test))
+    return Row(name, problem.name, problem.metric, r["mean"], r["ci95"], r["median"], r["num_tasks"],
                algo.test_steps, len(step_s), budget_s, train_time, 1e3 * statistics.median(step_s),
                graph.peak / 2**20, cuda_peak, digest, str(device), fast_mode(), problem.note, losses,
-               diverged=int((~finite).sum()), theta_finite=theta_finite)
+               diverged=r["diverged"], theta_finite=theta_finite)
 
 
 def evaluate(algo, problem: Problem, test: Batch) -> torch.Tensor:
     """Per-task metric (tasks,) after ``algo.adapt`` on each test task's support set."""
-    x_s, y_s, x_q, y_q = test
-    return torch.tensor([problem.score(algo.adapt(x_s[i], y_s[i])(x_q[i]), y_q[i])
-                         for i in range(x_s.shape[0])], dtype=torch.float64)
+    return task_scores(algo, test, problem.kind)
 
 
 def format_table(rows: Sequence[Row], digits: int | None = None) -> str:
