@@ -216,7 +216,7 @@ if gpu_results is not None:
 # Read the figure from left to right: the batched path in float64 equals the loop to rounding
 # (1e-15); true float32 is 1e-4 away; TF32 is 1–11 % away (worst on the batched path, whose tasks run
 # as grouped convolutions); bf16 autocast 17–26 %. Yet the step times barely move with precision
-# (the H200 step is bound by launching thousands of small kernels, not by arithmetic), so AMP buys
+# (our reading, not yet profiled: the step is bound by launching many small kernels, not by arithmetic), so AMP buys
 # little speed here — and `amp_check` shows it did not hurt accuracy over a short run:
 
 # %%
