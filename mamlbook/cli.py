@@ -1,28 +1,19 @@
-"""Command line for long runs: ``python -m mamlbook train|evaluate|bench``.
+"""The command line: ``python -m mamlbook train | evaluate | bench | report``.
 
-    python -m mamlbook train --preset sinusoid --out runs/sine [--iterations N] [--seed S]
-                             [--inner-lr A] [--k-shot K] [--resume] [--no-compile]
-    python -m mamlbook evaluate --checkpoint runs/sine/checkpoint.pt [--tasks 600]
+    python -m mamlbook train --preset sinusoid --out runs/sine [--algorithm maml] [--iterations N] ...
+    python -m mamlbook train --preset omniglot-5w1s --split small --data DIR --out runs/omni [--resume]
+    python -m mamlbook evaluate --checkpoint runs/omni/best.pt --data DIR [--tasks 600] [--steps N] [--inner-lr A]
+    python -m mamlbook bench [--workloads W1,W2]            (see mamlbook.measure.bench)
+    python -m mamlbook report runs/*/metrics.json            (a Markdown results table)
 
-    python -m mamlbook train --preset omniglot-5w1s|omniglot-5w5s|omniglot-20w1s|omniglot-20w5s|
-                                      miniimagenet-5w1s|miniimagenet-5w5s --data DIR --out DIR
-                             [--resume] [--amp] [--first-order] [--iterations N] [--time-budget S]
-    python -m mamlbook train --preset ... --algorithm maml|fomaml|reptile|anil|metasgd|mamlpp|protonet
-    python -m mamlbook evaluate --checkpoint runs/omni/best.pt --data DIR [--tasks 600]
-
-The classification presets (see mamlbook/presets.py and docs/classification.md) write
-``OUT/checkpoint.pt``, ``OUT/best.pt`` (best meta-validation accuracy), ``OUT/log.csv`` and
-``OUT/metrics.json``; the 600-task meta-test is run on ``best.pt``.
-
-``train`` writes ``OUT/checkpoint.pt`` (every ``--checkpoint-every`` iterations, atomically,
-so ``--resume`` continues an interrupted run exactly) and, at the end, ``OUT/metrics.json``:
-
-    {"preset": ..., "config": {...}, "wall_time_s": total seconds (training + evaluation),
-     "train_time_s": ..., "eval": {"k_shot": K, "k_query": Q, "num_tasks": 600,
-     "inner_lr": α, "steps": [0, ..., 10], "mse": [...], "ci95": [...]}, ...}
-
-where ``mse[i]`` and ``ci95[i]`` are the mean query MSE over the meta-test tasks after
-``steps[i]`` SGD steps and its 95% confidence half-width (1.96·std/√n).
+``train`` is one pipeline for every preset and every ``--algorithm``: parse → preset → problem
+(model, task stream, fixed val/test tasks) + learner → :func:`mamlbook.train.fit` → meta-test →
+run record. It writes ``OUT/checkpoint.pt`` (atomically, every ``--checkpoint-every`` iterations
+and at the end; ``--resume`` continues it bit-identically on a CPU), ``OUT/best.pt`` (best
+meta-validation score, classification presets), ``OUT/log.csv`` and ``OUT/metrics.json``
+(schema: the README's "The run record"). Every flag is honoured for every learner and preset, or
+refused with a one-line message naming the flag and the learner (exit code 2), as is every bad
+file or missing dataset; nothing already on disk is touched by a refused run.
 """
 from __future__ import annotations
 
@@ -35,27 +26,29 @@ from pathlib import Path
 
 import torch
 
-from .algorithms import ALGORITHMS
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .runinfo import machine_info, write_json
+from .algorithms import ALGORITHMS, make_algorithm
+from .compare import SETTINGS
 from .config import fast_mode
-from .evaluate import NUM_TEST_TASKS, EvalResult
-from .models import SinusoidMLP
+from .errors import MamlbookError, OptionError
+from .fewshot import FewShotConfig, load_splits
+from .measure import bench
 from .presets import PRESETS as FEWSHOT_PRESETS
-from .sinusoid import SinusoidConfig, evaluate_model, task_stream
-from .train import make_meta_optimizer, meta_train
+from .problems import evaluate_learner, fewshot_problem, sinusoid_problem
+from .report import results_table
+from .runs import load_checkpoint, machine_info, write_json
+from .sinusoid import SinusoidConfig
+from .train import fit
+
+__all__ = ["PRESETS", "build_parser", "main", "train", "evaluate"]
 
 PRESETS = {
-    "sinusoid": "Finn et al. 2017 §5.1: MLP 1-40-40-1, K=10, meta-batch 25, α=0.01, 1 inner step, "
-                "Adam β=1e-3, 70,000 iterations",
+    "sinusoid": "MLP 1-40-40-1, K=10, 1 inner step at α=0.01 (Finn et al. 2017 §5.1); meta-batch 25, "
+                "Adam β=1e-3, 70,000 iterations (the official code's)",
     **{name: p.describe() for name, p in FEWSHOT_PRESETS.items()},
 }
-
-
-def _eval_json(result: EvalResult, k_shot: int, k_query: int, inner_lr: float) -> dict:
-    return {"k_shot": k_shot, "k_query": k_query, "num_tasks": result.num_tasks,
-            "inner_lr": inner_lr, "steps": result.steps, "mse": result.mean, "ci95": result.ci95,
-            "median": result.median}
+CLASSIFICATION_ONLY = ("data", "split", "val_every")
+# Settings the learner owns: recorded once, under "learner", with the values the learner used.
+LEARNER_KEYS = ("inner_lr", "inner_steps", "test_inner_steps", "first_order", "grad_clip", "amp", "tf32", "compile")
 
 
 def _positive_int(text: str) -> int:
@@ -75,193 +68,254 @@ def _positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mamlbook", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    tr = sub.add_parser("train", help="meta-train a preset and write checkpoint.pt + metrics.json")
+    tr = sub.add_parser("train", help="meta-train a preset; writes checkpoint.pt, best.pt, log.csv, metrics.json")
     tr.add_argument("--preset", required=True, choices=sorted(PRESETS),
                     help="; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     tr.add_argument("--out", required=True, type=Path, help="output folder")
-    tr.add_argument("--iterations", type=_positive_int, help="meta-training iterations (preset: 70000)")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--inner-lr", type=_positive_float, help="α, inner step size (preset: 0.01)")
-    tr.add_argument("--k-shot", type=_positive_int, help="K support points per task (preset: 10)")
-    tr.add_argument("--meta-batch-size", type=_positive_int, help="tasks per meta-batch (preset: 25)")
-    tr.add_argument("--inner-steps", type=_positive_int, help="inner SGD steps in training (preset: 1)")
-    tr.add_argument("--meta-lr", type=_positive_float, help="β, Adam's step size (preset: 1e-3)")
-    tr.add_argument("--first-order", action="store_true", help="first-order MAML (drop the Hessian term)")
     tr.add_argument("--algorithm", choices=ALGORITHMS, default="maml",
-                    help="meta-learner (default maml; fomaml = --first-order). Others use the per-algorithm "
-                         "settings of mamlbook/compare.py (their papers'); protonet: classification only")
+                    help="meta-learner (default maml); the others start from their papers' settings "
+                         "(mamlbook/compare.py); protonet: classification only")
+    tr.add_argument("--iterations", type=_positive_int, help="meta-training iterations (preset's by default)")
+    tr.add_argument("--time-budget", type=_positive_float, help="stop (with a checkpoint) after this many "
+                    "seconds of training; --resume continues")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--inner-lr", type=_positive_float, help="α, the inner step size (mean-loss units)")
+    tr.add_argument("--inner-steps", type=_positive_int, help="inner steps in meta-training")
+    tr.add_argument("--k-shot", type=_positive_int, help="K support examples per task (per class)")
+    tr.add_argument("--meta-batch-size", type=_positive_int, help="tasks per meta-batch")
+    tr.add_argument("--meta-lr", type=_positive_float, help="β, Adam's step size (not Reptile: it has no optimizer)")
+    tr.add_argument("--first-order", action="store_true", help="drop the second-order term (MAML, ANIL, "
+                    "Meta-SGD, MAML++)")
     tr.add_argument("--init", choices=("pytorch", "official"), default="pytorch",
-                    help="weight init: PyTorch's default, or the official code's truncated normal (std 0.01)")
-    tr.add_argument("--eval-tasks", type=_positive_int, default=NUM_TEST_TASKS)
-    tr.add_argument("--checkpoint-every", type=_positive_int,
-                    help="iterations between checkpoints (sinusoid: 5000; classification presets: 1000)")
+                    help="sinusoid: PyTorch's default init, or the official code's truncated normal (std 0.01)")
+    tr.add_argument("--eval-tasks", type=_positive_int, default=600, help="meta-test tasks (600, the official code's)")
+    tr.add_argument("--checkpoint-every", type=_positive_int, help="iterations between checkpoints "
+                    "(sinusoid 5000, classification presets 1000)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--no-compile", dest="compile", action="store_false",
-                    help="skip torch.compile (it needs a C compiler; ~40 s once, then ~4x faster steps)")
-    tr.add_argument("--threads", type=_positive_int, default=1,
-                    help="CPU threads for PyTorch (default 1: the sinusoid MLP's matrices are tiny, and "
-                         "more threads only add synchronisation; measured 4-10x slower on a busy 2-core machine)")
+                    help="sinusoid MAML: skip torch.compile (needs a C compiler; ~40 s once, then ~4x faster)")
+    tr.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for PyTorch (default 1)")
     tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    tr.add_argument("--amp", action="store_true", help="mixed precision (MAML, first-order MAML; CUDA only)")
     tr.add_argument("--data", type=Path, help="classification presets: the data folder (see docs/data.md)")
-    tr.add_argument("--amp", action="store_true",
-                    help="mixed precision (bf16 autocast, or fp16 + GradScaler); needs a CUDA GPU")
-    tr.add_argument("--device", help="classification presets: cpu or cuda (default: cuda if available)")
-    tr.add_argument("--time-budget", type=_positive_float,
-                    help="classification presets: stop (with a checkpoint) after this many seconds of training")
-    tr.add_argument("--val-every", type=_positive_int, help="classification presets: validate every N iterations")
     tr.add_argument("--split", choices=["small", "maml", "vinyals"],
-                    help="Omniglot split preset (default 'maml'; 'small' = the two small background sets)")
+                    help="Omniglot split (default 'maml'; 'small' = the two small background sets)")
+    tr.add_argument("--val-every", type=_positive_int, help="classification presets: validate every N iterations")
 
-    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on new tasks")
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on new tasks; writes eval.json")
     ev.add_argument("--checkpoint", required=True, type=Path)
-    ev.add_argument("--tasks", type=_positive_int, default=NUM_TEST_TASKS)
-    ev.add_argument("--steps", type=_positive_int, default=10, help="largest number of inner steps")
+    ev.add_argument("--tasks", type=_positive_int, default=600)
+    ev.add_argument("--steps", type=int, help="adaptation steps (default: the learner's own)")
     ev.add_argument("--inner-lr", type=_positive_float, help="α at test time (default: the training α)")
     ev.add_argument("--json", type=Path, help="where to write the result (default: eval.json beside the checkpoint)")
     ev.add_argument("--data", type=Path, help="classification checkpoints: the data folder")
-    ev.add_argument("--device", help="classification checkpoints: cpu or cuda")
+    ev.add_argument("--device", help="cpu or cuda")
     ev.add_argument("--seed", type=int, default=0, help="seed of the meta-test task sampler")
+    ev.add_argument("--threads", type=_positive_int, default=1)
 
-    from . import bench  # imported here: the benchmark module pulls in the conv models
-    be = sub.add_parser("bench", help="time one meta-training step against the baselines (ms/step, ratios)")
-    bench.add_arguments(be)
+    bench.add_arguments(sub.add_parser("bench", help="time one meta-step against the baselines (ms, ratios)"))
+    rp = sub.add_parser("report", help="a Markdown results table from metrics.json files")
+    rp.add_argument("paths", nargs="+", type=Path)
     return parser
 
 
-def _config_from_args(args) -> SinusoidConfig:
-    overrides = {"iterations": args.iterations, "inner_lr": args.inner_lr, "k_shot": args.k_shot,
-                 "meta_batch_size": args.meta_batch_size, "inner_steps": args.inner_steps,
-                 "meta_lr": args.meta_lr}
-    fields = {k: v for k, v in overrides.items() if v is not None}
-    return SinusoidConfig(seed=args.seed, first_order=args.first_order, init=args.init, **fields)
+def resolve_device(name: str | None) -> torch.device:
+    """``--device``: cpu, cuda or cuda:N; CUDA when available by default; refused when absent."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise OptionError(f"--device {name!r} is not a device PyTorch knows ({err}); use cpu or cuda") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {name}: PyTorch sees no CUDA GPU on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise OptionError(f"--device {name}: mamlbook runs on cpu or cuda")
+    return device
+
+
+def _config(args):
+    """The preset's settings with the command line's overrides (refusing those that do not apply)."""
+    if args.preset == "sinusoid":
+        given = [f"--{k.replace('_', '-')}" for k in CLASSIFICATION_ONLY if getattr(args, k) is not None]
+        if given:
+            raise OptionError(f"{', '.join(given)}: only for the classification presets, not sinusoid")
+        fields = {k: getattr(args, k) for k in ("iterations", "inner_lr", "k_shot", "meta_batch_size",
+                                                "inner_steps", "meta_lr") if getattr(args, k) is not None}
+        return SinusoidConfig(seed=args.seed, init=args.init, **fields)
+    if args.init != "pytorch":
+        raise OptionError(f"--init {args.init}: only for the sinusoid preset (the Conv4s use PyTorch's init)")
+    cfg = FEWSHOT_PRESETS[args.preset].config.replace(seed=args.seed, test_tasks=args.eval_tasks)
+    over = {k: getattr(args, k) for k in ("iterations", "inner_lr", "meta_batch_size", "inner_steps", "meta_lr",
+                                          "checkpoint_every", "val_every", "split") if getattr(args, k) is not None}
+    if args.k_shot is not None:
+        over["k_shot"] = args.k_shot
+        if cfg.dataset == "omniglot":
+            over["k_query"] = args.k_shot            # Omniglot: Q = K, as the official code
+    return cfg.replace(**over)
+
+
+def learner_options(args, cfg) -> dict:
+    """make_algorithm's options: the method's own settings (its paper's, compare.SETTINGS), then the flags."""
+    name, sinusoid = args.algorithm, args.preset == "sinusoid"
+    if name == "protonet":
+        given = [f for f, v in (("--inner-lr", args.inner_lr), ("--inner-steps", args.inner_steps)) if v]
+        if given:
+            raise OptionError(f"{', '.join(given)}: not available for protonet (Prototypical Networks have "
+                              "no inner loop)")
+    if name == "reptile" and args.meta_lr:
+        raise OptionError("--meta-lr: not available for reptile (its outer step is the interpolation ε, "
+                          "set in mamlbook/compare.py; it has no meta-optimizer)")
+    family = "sinusoid" if sinusoid else "omniglot"
+    if name in ("maml", "fomaml") or cfg_family(cfg) == "miniimagenet":   # the preset's own protocol
+        options = dict(SETTINGS[family].get(name, {}), inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
+        if not sinusoid:
+            options["test_steps"] = cfg.test_inner_steps
+    else:
+        options = dict(SETTINGS[family].get(name, {}))
+        options.update({k: getattr(args, k) for k in ("inner_lr", "inner_steps") if getattr(args, k)})
+    if name == "mamlpp":                         # one learned rate per step: tested with the steps it learned
+        options["test_steps"] = options.get("inner_steps", 5)
+    if name == "protonet":
+        options = {}
+    if args.first_order:
+        options["first_order"] = True
+    if not sinusoid and cfg.grad_clip:
+        options["grad_clip"] = cfg.grad_clip
+    if args.amp:
+        options["amp"] = True
+    if not sinusoid and cfg.tf32:
+        options["tf32"] = True
+    if sinusoid and args.compile and name in ("maml", "fomaml") and shutil.which("cc"):
+        options["compile"] = True
+    return options
+
+
+def cfg_family(cfg) -> str:
+    return "sinusoid" if isinstance(cfg, SinusoidConfig) else cfg.dataset
+
+
+def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, test_seed: int = 0):
+    """The :class:`~mamlbook.problems.Problem` of a run's settings (loads the data: errors say where to get it)."""
+    if isinstance(cfg, SinusoidConfig):
+        return sinusoid_problem(k_shot=cfg.k_shot, meta_batch_size=cfg.meta_batch_size,
+                                num_test_tasks=num_test_tasks, init=cfg.init)
+    return fewshot_problem(cfg, load_splits(cfg, data), device=device, num_test_tasks=num_test_tasks,
+                           test_seed=test_seed)
+
+
+def _report(name: str, results: dict) -> None:
+    for protocol, r in results.items():
+        i = r["steps"].index(r["test_steps"]) if r["test_steps"] in r["steps"] else -1
+        print(f"{name}, {protocol}, {r['num_tasks']} tasks, {r['steps'][i]} test steps: {r['metric']} "
+              f"{r['mean'][i]:.3f} ± {r['ci95'][i]:.3f} (median {r['median'][i]:.3f})")
 
 
 def train(args) -> dict:
-    """Run ``train``; returns the metrics it wrote."""
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    cfg = _config_from_args(args)
+    """``train``: returns the metrics it wrote to ``OUT/metrics.json``."""
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = _config(args)
+    options = learner_options(args, cfg)
+    problem = build_problem(cfg, data=args.data, device=device, num_test_tasks=args.eval_tasks,
+                            test_seed=args.seed)                      # data first: a refused run writes nothing
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise OptionError(f"--resume: no {args.out / 'checkpoint.pt'} to continue; train without --resume first")
     torch.manual_seed(cfg.seed)
-    model = SinusoidMLP(init=cfg.init)
-    optimizer = make_meta_optimizer(model, cfg.meta_lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    start_iteration, losses, prior_time = 0, [], 0.0
-    if args.resume:
-        state = load_checkpoint(ckpt_path)
-        saved = SinusoidConfig(**state["config"])
-        if args.iterations is not None:
-            saved.iterations = args.iterations
-        cfg = saved
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["task_generator"])
-        start_iteration = state["iteration"]
-        losses = state["losses"].tolist()
-        prior_time = state["train_time_s"]
-        print(f"Resuming {ckpt_path} at iteration {start_iteration} of {cfg.iterations}.")
-    compile = args.compile and shutil.which("cc") is not None
-    if compile:
-        print("Compiling the meta-gradient with torch.compile (a one-off ~40 s on 2 cores; "
-              "--no-compile skips it).", flush=True)
-    print(f"preset={args.preset} " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()), flush=True)
-
-    started = time.perf_counter()
-    run_losses = []
-
-    def checkpoint(iteration: int) -> None:
-        save_checkpoint(ckpt_path, {
-            "preset": args.preset, "config": cfg.to_dict(), "iteration": iteration,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "task_generator": generator.get_state(),
-            "losses": torch.tensor(losses + run_losses[:iteration - start_iteration]),
-            "train_time_s": prior_time + time.perf_counter() - started})
-
-    def on_iteration(iteration: int) -> None:
-        if iteration % (args.checkpoint_every or 5000) == 0 and iteration < cfg.iterations:
-            checkpoint(iteration)
-
-    history = meta_train(model, task_stream(cfg, generator), iterations=cfg.iterations,
-                         inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, optimizer=optimizer,
-                         first_order=cfg.first_order, start_iteration=start_iteration,
-                         compile=compile, on_iteration=on_iteration, progress=args.progress,
-                         desc=f"MAML sinusoid K={cfg.k_shot}")
-    run_losses = history.loss
-    train_time = prior_time + (time.perf_counter() - started)
-    checkpoint(cfg.iterations)
-
+    learner = make_algorithm(args.algorithm, problem.make_model().to(device), problem=problem.kind, **options)
+    config = {"preset": args.preset, "algorithm": args.algorithm, "options": options, "settings": cfg.to_dict()}
+    if fast_mode():
+        print("FAST MODE (MAMLBOOK_FAST=1): numbers from this run are from a shortened run.")
+    if problem.note:
+        print(f"{problem.note}: its numbers say nothing about the real dataset.")
+    print(f"{args.algorithm} on {args.preset}, {device}: {learner!r}", flush=True)
+    if options.get("compile"):
+        print("Compiling the meta-gradient with torch.compile (a one-off ~40 s on 2 cores; --no-compile skips it).")
+    args.out.mkdir(parents=True, exist_ok=True)
+    validate = None
+    if problem.val is not None:
+        def validate(lrn):
+            r = evaluate_learner(lrn, problem.val, problem.kind, steps=[lrn.test_steps])
+            return r["mean"][0], r["ci95"][0]
+    run = fit(learner, problem.sample, generator=torch.Generator().manual_seed(cfg.seed), iterations=cfg.iterations,
+              meta_lr=cfg.meta_lr, out=args.out, resume=args.resume,
+              checkpoint_every=args.checkpoint_every or (5000 if args.preset == "sinusoid" else cfg.checkpoint_every),
+              validate=validate, val_every=getattr(cfg, "val_every", 0), higher_is_better=problem.higher_is_better,
+              time_budget_s=args.time_budget, config=config, progress=args.progress,
+              desc=f"{args.algorithm} {args.preset}")
+    if run.stopped_by_budget:
+        print(f"Stopped by the time budget at iteration {run.iteration} of {cfg.iterations}; continue with --resume.")
+    if run.best is not None:                      # the meta-test sees the best validated θ only
+        learner.load_state_dict(load_checkpoint(args.out / "best.pt")["learner"])
     eval_start = time.perf_counter()
-    result = evaluate_model(model, cfg.k_shot, cfg.inner_lr, num_tasks=args.eval_tasks)
+    results = {name: evaluate_learner(learner, tasks, problem.kind) for name, tasks in problem.tests.items()}
     eval_time = time.perf_counter() - eval_start
-    all_losses = losses + run_losses
-    window = 100
-    curve = [sum(all_losses[i:i + window]) / len(all_losses[i:i + window])
-             for i in range(0, len(all_losses), window)]
-    metrics = {
-        "preset": args.preset, "config": cfg.to_dict(), "compiled": compile,
-        "wall_time_s": train_time + eval_time, "train_time_s": train_time, "eval_time_s": eval_time,
-        "resumed_from": start_iteration if args.resume else None,
-        "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(),
-        "machine": machine_info("cpu"),
-        "eval": _eval_json(result, cfg.k_shot, cfg.k_shot, cfg.inner_lr),
-        "loss_curve": {"window": window, "iteration": [min((i + 1) * window, len(all_losses))
-                                                        for i in range(len(curve))], "loss": curve},
-    }
-    write_json(out / "metrics.json", metrics)
-    print(result)
-    m1, c1 = result.at(1)
-    print(f"K={cfg.k_shot}: MSE after 1 step {m1:.3f} ± {c1:.3f}; "
-          f"wall time {metrics['wall_time_s']:.1f} s. Wrote {out / 'metrics.json'} and {ckpt_path}.")
+    metrics = run_record(args, config, learner, run, results, problem, device, eval_time)
+    write_json(args.out / "metrics.json", metrics)
+    _report(args.algorithm, results)
+    print(f"Wrote {args.out / 'metrics.json'}.")
     return metrics
 
 
+def run_record(args, config, learner, run, results, problem, device, eval_time) -> dict:
+    """``metrics.json``: one schema for every learner and preset (documented in the README)."""
+    window = 100
+    losses = run.losses
+    paper = FEWSHOT_PRESETS.get(args.preset)
+    step_ms = sorted(run.step_s)[len(run.step_s) // 2] * 1e3 if run.step_s else None
+    return {
+        "preset": args.preset, "algorithm": args.algorithm,
+        "config": {k: v for k, v in config["settings"].items() if k not in LEARNER_KEYS},
+        "learner": learner.options(), "options": config["options"],
+        "paper": {"acc": paper.paper_acc, "ci95": paper.paper_ci95, "source": paper.source} if paper else None,
+        "iterations_done": run.iteration, "stopped_by_budget": run.stopped_by_budget,
+        "resumed_from": run.resumed_from, "ms_per_step_median": step_ms,
+        "train_time_s": run.train_time_s, "eval_time_s": eval_time, "wall_time_s": run.train_time_s + eval_time,
+        "val": run.val, "best": run.best, "eval": results,
+        "loss_curve": [sum(losses[i:i + window]) / len(losses[i:i + window]) for i in range(0, len(losses), window)],
+        "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(), "note": problem.note,
+        "machine": machine_info(device),
+    }
+
+
 def evaluate(args) -> dict:
-    """Run ``evaluate``; returns the JSON it wrote."""
-    state = load_checkpoint(args.checkpoint)
-    cfg = SinusoidConfig(**state["config"])
-    model = SinusoidMLP()
-    model.load_state_dict(state["model"])
-    inner_lr = args.inner_lr or cfg.inner_lr
-    result = evaluate_model(model, cfg.k_shot, inner_lr, max_steps=args.steps, num_tasks=args.tasks)
-    out = {"checkpoint": str(args.checkpoint), "iteration": state["iteration"],
-           "config": cfg.to_dict(), "eval": _eval_json(result, cfg.k_shot, cfg.k_shot, inner_lr)}
+    """``evaluate``: the learner of a checkpoint on ``--tasks`` new tasks, with ``--steps``/``--inner-lr`` honoured."""
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    state = load_checkpoint(args.checkpoint)                              # loaded once
+    saved = state["config"]
+    settings = saved["settings"]
+    cfg = FewShotConfig.from_dict(settings) if "dataset" in settings else SinusoidConfig(**settings)
+    problem = build_problem(cfg, data=args.data, device=device, num_test_tasks=args.tasks, test_seed=args.seed)
+    options = {k: v for k, v in saved["options"].items() if k not in ("compile", "amp")}
+    learner = make_algorithm(saved["algorithm"], problem.make_model().to(device), problem=problem.kind, **options)
+    learner.load_state_dict(state["learner"])
+    steps = None
+    if args.steps is not None:
+        if args.steps < 0:
+            raise OptionError(f"--steps must be ≥ 0, got {args.steps}")
+        family = learner.default_eval_steps()
+        steps = list(range(args.steps + 1)) if len(family) > 1 else [args.steps]
+    results = {name: evaluate_learner(learner, tasks, problem.kind, steps=steps, inner_lr=args.inner_lr)
+               for name, tasks in problem.tests.items()}
+    out = {"checkpoint": str(args.checkpoint), "algorithm": saved["algorithm"], "iteration": state["iteration"],
+           "config": settings, "inner_lr": args.inner_lr or learner.inner_lr, "note": problem.note, "eval": results}
     path = args.json or args.checkpoint.with_name("eval.json")
     write_json(path, out)
-    print(result)
+    _report(saved["algorithm"], results)
     print(f"Wrote {path}.")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            from . import bench
             return bench.run(args)
-        if args.command == "train":
-            if args.algorithm == "fomaml":
-                args.first_order = True
-            if args.algorithm not in ("maml", "fomaml"):
-                from .cli_algorithms import train_algorithm_cli
-                train_algorithm_cli(args)
-            elif args.preset in FEWSHOT_PRESETS:
-                from .cli_fewshot import train_fewshot_cli
-                train_fewshot_cli(args)
-            else:
-                train(args)
-        else:
-            from .cli_algorithms import evaluate_algorithm_cli, is_algorithm_checkpoint
-            from .cli_fewshot import evaluate_fewshot_cli, is_fewshot_checkpoint
-            if is_algorithm_checkpoint(args.checkpoint):
-                evaluate_algorithm_cli(args)
-            elif is_fewshot_checkpoint(args.checkpoint):
-                evaluate_fewshot_cli(args)
-            else:
-                evaluate(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if args.command == "report":
+            print(results_table(args.paths))
+            return 0
+        (train if args.command == "train" else evaluate)(args)
+    except MamlbookError as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
     return 0

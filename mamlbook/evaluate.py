@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .maml import LossFn, Params, batched_losses, resolve_batched, sgd_step, _grads, _check_inner
+from .maml import LossFn, Params, batched_losses, check_inner, grads_of, resolve_batched, sgd_step
 from torch.func import functional_call
 
 NUM_TEST_TASKS = 600  # as in the official code's NUM_TEST_POINTS
@@ -69,7 +69,7 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
     Meta-test adaptation needs no second-order graph, so gradients are taken without
     ``create_graph``. ``metric_fn`` (default: ``loss_fn``) is what gets recorded, e.g. accuracy.
     """
-    _check_inner(inner_lr, max_steps)
+    check_inner(inner_lr, max_steps)
     metric_fn = metric_fn or loss_fn
     params = {k: v.detach() for k, v in params.items()}
     num_tasks = x_support.shape[0]
@@ -83,7 +83,7 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
             if step < max_steps:
                 with torch.enable_grad():
                     loss = batched_losses(model, task_params, x_support, y_support, loss_fn).sum()
-                    grads = _grads(loss, task_params, create_graph=False)
+                    grads = grads_of(loss, task_params, create_graph=False)
                 task_params = {k: v.detach().requires_grad_() for k, v in
                                sgd_step(task_params, grads, inner_lr).items()}
         return torch.stack(curve, dim=1)  # (T, max_steps+1)
@@ -97,7 +97,7 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
             if step < max_steps:
                 with torch.enable_grad():
                     loss = loss_fn(functional_call(model, p, (x_support[i],)), y_support[i])
-                    grads = _grads(loss, p, create_graph=False)
+                    grads = grads_of(loss, p, create_graph=False)
                 p = {k: v.detach().requires_grad_() for k, v in sgd_step(p, grads, inner_lr).items()}
         rows.append(torch.stack(row))
     return torch.stack(rows)  # (T, max_steps+1)

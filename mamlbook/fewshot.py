@@ -19,27 +19,22 @@ code's inner loss is Σ xent / K (cbfinn/maml ``utils.py``'s ``xent``, different
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .amp import Amp, tf32_mode
-from .checkpoint import load_checkpoint, save_checkpoint
-from .conv import miniimagenet_conv4, omniglot_conv4
+from .algorithms.base import MAML
+from .data import DatasetNotFoundError, load_miniimagenet, omniglot_splits
 from .evaluate import EvalResult, adaptation_curve, summarize
-from .maml import meta_backward, meta_loss
-from .train import make_meta_optimizer
+from .problems import evaluate_learner, fewshot_problem, make_model, make_sampler
+from .runs import load_checkpoint
+from .train import fit
 
-TRAIN_ACC_EVERY = 10   # iterations between measurements of one task's post-update query accuracy
 SMALL_VAL_ALPHABETS = ("Early_Aramaic",)  # small1's alphabet held out as meta-val (a Vinyals val alphabet)
 
 
@@ -124,17 +119,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(dim=-1) == labels).float().mean()
 
 
-def make_model(cfg: FewShotConfig) -> nn.Module:
-    """The paper's Conv4 for the config's dataset (64 filters Omniglot, 32 mini-ImageNet)."""
-    if cfg.dataset == "omniglot":
-        return omniglot_conv4(cfg.n_way, filters=cfg.filters or 64)
-    return miniimagenet_conv4(cfg.n_way, filters=cfg.filters or 32)
-
-
 # ----------------------------------------------------------------------------- data
 
 def _omniglot_small_with_val(root) -> dict:
-    from .data import omniglot_splits
     plain = omniglot_splits("small", root, rotations=(0,))
     train = plain["train"]
     is_val = [n.split("/")[0] in SMALL_VAL_ALPHABETS for n in train.class_names]
@@ -155,10 +142,8 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
     Raises:
         FileNotFoundError: the data is not there; the message says where to get it and where to put it.
     """
-    from .data import load_miniimagenet, omniglot_splits
     if data is not None and not Path(data).is_dir():
-        raise FileNotFoundError(
-            f"data folder {data} does not exist. " + _where_to_get(cfg))
+        raise DatasetNotFoundError(f"data folder {data} does not exist; " + _where_to_get(cfg))
     try:
         if cfg.dataset == "omniglot":
             if cfg.split == "small":
@@ -170,7 +155,7 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
         return {"train": load_miniimagenet(root, "train"), "val": load_miniimagenet(root, "val"),
                 "test": load_miniimagenet(root, "test")}
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err}\n{_where_to_get(cfg)}") from err
+        raise DatasetNotFoundError(f"{str(err).splitlines()[0]}; {_where_to_get(cfg)}") from err
 
 
 def _where_to_get(cfg: FewShotConfig) -> str:
@@ -184,13 +169,6 @@ def _where_to_get(cfg: FewShotConfig) -> str:
                 "mamlbook.data.download_omniglot_full(DIR); pass DIR as --data. See docs/data.md.")
     return ("mini-ImageNet: put images/ + train.csv/val.csv/test.csv (Ravi & Larochelle), class folders, or "
             "learn2learn's mini-imagenet-cache-*.pkl in DIR/miniimagenet and pass --data DIR. See docs/data.md.")
-
-
-def make_sampler(split, cfg: FewShotConfig, k_query: int | None = None, device=None):
-    """An :class:`~mamlbook.data.EpisodeSampler` for ``split`` with the config's N, K (and Q)."""
-    from .data import EpisodeSampler
-    return EpisodeSampler(split, cfg.n_way, cfg.k_shot, cfg.k_query if k_query is None else k_query,
-                          device=device)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -223,14 +201,16 @@ def evaluate_accuracy(model: nn.Module, sampler, *, inner_lr: float, steps: int 
 
 @dataclass
 class FewShotRun:
-    """What :func:`train_fewshot` did: the model (last θ), history and the best validation point."""
+    """What :func:`train_fewshot` did: the model (last θ), its history and the best validation point.
+
+    ``val`` rows are {"iteration", "acc", "ci95"} (accuracy in %, on the fixed meta-val tasks).
+    """
 
     model: nn.Module
     config: FewShotConfig
     iteration: int
     losses: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    val: list[dict] = field(default_factory=list)          # {"iteration", "acc", "ci95"}
+    val: list[dict] = field(default_factory=list)
     best_iteration: int = 0
     best_val_acc: float = float("nan")
     train_time_s: float = 0.0
@@ -241,76 +221,26 @@ class FewShotRun:
         """The model at the best validation accuracy (from ``best.pt``), or the last one if none."""
         if self.out is None or not (self.out / "best.pt").is_file():
             return self.model
-        state = load_checkpoint(self.out / "best.pt", map_location=_device(self.model))
-        best = make_model(self.config).to(_device(self.model))
-        best.load_state_dict(state["model"])
+        device = next(self.model.parameters()).device
+        best = make_model(self.config).to(device)
+        best.load_state_dict(load_checkpoint(self.out / "best.pt")["learner"]["model"])
         return best
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _train_acc(model, params, ep, cfg) -> float:
-    """Query accuracy of the adapted parameters on one task of the meta-batch (cheap progress signal)."""
-    from torch.func import functional_call
-    from .maml import adapt
-    xs, ys, xq, yq = ep.task(0)
-    with torch.enable_grad():
-        p = adapt(model, {k: v.detach().requires_grad_() for k, v in params.items()}, xs, ys,
-                  inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
-                  first_order=True)
-    with torch.no_grad():
-        return accuracy(functional_call(model, p, (xq,)), yq).item()
-
-
-def make_step_grad(model: nn.Module, cfg: FewShotConfig):
-    """The compiled meta-gradient function for ``cfg.compile`` (None when the config does not ask)."""
-    if not cfg.compile:
-        return None
-    from .functional import make_meta_grad
-    return make_meta_grad(model, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
-                          first_order=cfg.first_order, compile=True)
-
-
-def meta_step(model: nn.Module, params: dict, optimizer: torch.optim.Optimizer, amp: Amp, ep,
-              cfg: FewShotConfig, step_grad=None) -> torch.Tensor:
-    """One meta-update of θ on the episode meta-batch ``ep``; returns the meta-loss.
-
-    Full precision and bf16 use :func:`~mamlbook.maml.meta_backward` (one task's graph at a
-    time); fp16 needs the whole loss for the gradient scaler. The meta-gradient is clipped to
-    ±``cfg.grad_clip`` when set (the official mini-ImageNet code clips at 10).
-    """
-    optimizer.zero_grad(set_to_none=True)
-    kw = dict(inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
-              first_order=cfg.first_order)
-    with tf32_mode(cfg.tf32), amp.autocast():
-        if step_grad is not None:                      # cfg.compile: one compiled torch.func graph
-            grads, loss = step_grad({k: v.detach() for k, v in params.items()}, ep.x_support, ep.y_support,
-                                    ep.x_query, ep.y_query)
-            for name, p in params.items():
-                p.grad = grads[name]
-        elif amp.scaler is None:
-            loss = meta_backward(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
-        else:
-            loss = meta_loss(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query, **kw)
-    if amp.scaler is not None:
-        amp.scaler.scale(loss).backward()
-        amp.scaler.unscale_(optimizer)
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
-    if amp.scaler is not None:
-        amp.scaler.step(optimizer)
-        amp.scaler.update()
-    else:
-        optimizer.step()
-    return loss
+def maml_learner(cfg: FewShotConfig, model: nn.Module) -> MAML:
+    """MAML on ``model`` with the config's α, steps, order, clipping, AMP, TF32 and compile settings."""
+    return MAML(model, problem="classification", inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                test_steps=cfg.test_inner_steps, first_order=cfg.first_order, grad_clip=cfg.grad_clip,
+                amp=cfg.amp, tf32=cfg.tf32, compile=cfg.compile)
 
 
 def train_fewshot(cfg: FewShotConfig, splits: dict, *, out: str | os.PathLike | None = None,
                   resume: bool = False, device=None, time_budget_s: float | None = None,
                   progress: bool = True, desc: str | None = None, validate: bool = True) -> FewShotRun:
     """Meta-train a Conv4 with MAML on ``splits["train"]``, validating on ``splits["val"]`` only.
+
+    A thin wrapper over the one loop, :func:`mamlbook.train.fit`, with the problem of
+    :func:`mamlbook.problems.fewshot_problem` and the learner of :func:`maml_learner`.
 
     Args:
         out: folder for ``checkpoint.pt`` (every ``checkpoint_every`` iterations and at the end,
@@ -322,112 +252,25 @@ def train_fewshot(cfg: FewShotConfig, splits: dict, *, out: str | os.PathLike | 
         validate: set False to skip validation (and best-checkpoint selection).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = Amp.create(cfg.amp, device)
-    out = Path(out) if out is not None else None
+    problem = fewshot_problem(cfg, {k: v for k, v in splits.items() if k != "test"}, device=device,
+                              validate=validate)
     torch.manual_seed(cfg.seed)
-    model = make_model(cfg).to(device)
-    optimizer = make_meta_optimizer(model, cfg.meta_lr)
-    generator = torch.Generator().manual_seed(cfg.seed)              # episodes of meta-training
-    run = FewShotRun(model, cfg, 0, out=out)
-    if resume:
-        if out is None:
-            raise ValueError("resume=True needs the run's out folder")
-        # Loaded on the CPU: the RNG states must stay CPU ByteTensors (set_state refuses CUDA
-        # tensors); load_state_dict moves the weights and Adam moments to the model's device.
-        state = load_checkpoint(out / "checkpoint.pt", map_location="cpu")
-        saved = FewShotConfig.from_dict(state["config"])
-        if saved.replace(iterations=cfg.iterations) != cfg:
-            raise ValueError(f"{out / 'checkpoint.pt'} was written with a different configuration "
-                             f"({saved}); resume with the same settings (only --iterations may change).")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if amp.scaler is not None and "scaler" in state:
-            amp.scaler.load_state_dict(state["scaler"])
-        run.iteration = state["iteration"]
-        run.losses, run.train_acc = state["losses"].tolist(), state["train_acc"].tolist()
-        run.val = [dict(zip(("iteration", "acc", "ci95"), row)) for row in state["val"].tolist()]
-        for v in run.val:
-            v["iteration"] = int(v["iteration"])
-        run.best_iteration, run.best_val_acc = state["best_iteration"], state["best_val_acc"]
-        run.train_time_s = state["train_time_s"]
-    train_sampler = make_sampler(splits["train"], cfg, device=device)
-    val_sampler = make_sampler(splits["val"], cfg, device=device) if validate and "val" in splits else None
-    params = dict(model.named_parameters())
-    step_grad = make_step_grad(model, cfg)
+    learner = maml_learner(cfg, problem.make_model().to(device))
 
-    def checkpoint() -> None:
-        if out is None:
-            return
-        state = {"config": cfg.to_dict(), "iteration": run.iteration, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                 "torch_rng": torch.get_rng_state(), "losses": torch.tensor(run.losses),
-                 "train_acc": torch.tensor(run.train_acc),
-                 "val": torch.tensor([[v["iteration"], v["acc"], v["ci95"]] for v in run.val]).reshape(-1, 3),
-                 "best_iteration": run.best_iteration, "best_val_acc": run.best_val_acc,
-                 "train_time_s": run.train_time_s}
-        if amp.scaler is not None:
-            state["scaler"] = amp.scaler.state_dict()
-        save_checkpoint(out / "checkpoint.pt", state)
-        write_log(out / "log.csv", run)
-
-    def validate_now() -> None:
-        val_gen = torch.Generator().manual_seed(cfg.seed + 1)          # the same val tasks every time
-        res = evaluate_accuracy(model, val_sampler, inner_lr=cfg.inner_lr, steps=cfg.test_inner_steps,
-                                num_tasks=cfg.val_tasks, generator=val_gen)
-        acc, ci = res.at(cfg.test_inner_steps)
-        run.val.append({"iteration": run.iteration, "acc": acc, "ci95": ci})
-        if not acc <= run.best_val_acc:                                # also true when best is nan
-            run.best_iteration, run.best_val_acc = run.iteration, acc
-            if out is not None:
-                save_checkpoint(out / "best.pt", {"config": cfg.to_dict(), "iteration": run.iteration,
-                                                  "model": model.state_dict(), "val_acc": acc, "val_ci95": ci})
-
-    started = time.perf_counter()
-    base_time = run.train_time_s
-    bar = tqdm(total=cfg.iterations, initial=run.iteration, disable=not progress, mininterval=0.5,
-               desc=desc or f"MAML {cfg.dataset} {cfg.n_way}-way {cfg.k_shot}-shot")
-    while run.iteration < cfg.iterations:
-        if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
-            run.stopped_by_budget = True
-            break
-        ep = train_sampler.sample(cfg.meta_batch_size, generator)
-        loss = meta_step(model, params, optimizer, amp, ep, cfg, step_grad)
-        run.iteration += 1
-        run.losses.append(float(loss))
-        if run.iteration % TRAIN_ACC_EVERY == 0 or run.iteration == 1:
-            run.train_acc.append(_train_acc(model, params, ep, cfg))
-        else:
-            run.train_acc.append(float("nan"))
-        run.train_time_s = base_time + time.perf_counter() - started
-        if val_sampler is not None and run.iteration % cfg.val_every == 0:
-            validate_now()
-        if run.iteration % cfg.checkpoint_every == 0:
-            checkpoint()
-        bar.update(1)
-        last = run.val[-1]["acc"] if run.val else float("nan")
-        bar.set_postfix(loss=f"{sum(run.losses[-20:]) / len(run.losses[-20:]):.3f}",
-                        val_acc=f"{last:.1f}%", refresh=False)
-    bar.close()
-    if val_sampler is not None and (not run.val or run.val[-1]["iteration"] != run.iteration):
-        validate_now()                                                 # the last θ gets a say too
-    checkpoint()
-    return run
-
-
-def write_log(path: Path, run: FewShotRun) -> None:
-    """``log.csv``: iteration, meta-loss, train query accuracy, validation accuracy/CI where measured."""
-    val = {v["iteration"]: v for v in run.val}
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["iteration", "meta_loss", "train_query_acc", "val_acc_percent", "val_ci95"])
-    for i, (loss, acc) in enumerate(zip(run.losses, run.train_acc), start=1):
-        v = val.get(i)
-        w.writerow([i, f"{loss:.6g}", f"{acc:.4g}" if acc == acc else "", f"{v['acc']:.4f}" if v else "", f"{v['ci95']:.4f}" if v else ""])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(path)
+    def val_acc(lrn):
+        r = evaluate_learner(lrn, problem.val, "classification", steps=[cfg.test_inner_steps])
+        return r["mean"][0], r["ci95"][0]
+    run = fit(learner, problem.sample, generator=torch.Generator().manual_seed(cfg.seed),
+              iterations=cfg.iterations, meta_lr=cfg.meta_lr, out=out, resume=resume,
+              checkpoint_every=cfg.checkpoint_every, validate=val_acc if problem.val else None,
+              val_every=cfg.val_every, time_budget_s=time_budget_s,
+              config={"settings": cfg.to_dict()}, progress=progress,
+              desc=desc or f"MAML {cfg.dataset} {cfg.n_way}-way {cfg.k_shot}-shot")
+    best = run.best or {"iteration": 0, "mean": float("nan")}
+    return FewShotRun(learner.model, cfg, run.iteration, run.losses,
+                      [{"iteration": v["iteration"], "acc": v["mean"], "ci95": v["ci95"]} for v in run.val],
+                      best["iteration"], best["mean"], run.train_time_s, run.stopped_by_budget,
+                      Path(out) if out is not None else None)
 
 
 def meta_test(model: nn.Module, cfg: FewShotConfig, test_split, *, num_tasks: int | None = None,

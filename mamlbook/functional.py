@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
 from .conv import has_native_batchnorm, reference_batch_norm
-from .maml import LossFn, Params, _check_inner
+from .maml import LossFn, Params, check_inner
 
 
 def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
@@ -29,7 +29,7 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
     Models with batch-statistics BatchNorm must use :class:`mamlbook.conv.BatchNorm`: the
     native ``nn.BatchNorm*d`` is refused (its meta-gradient under this transform is wrong).
     """
-    _check_inner(inner_lr, inner_steps)
+    check_inner(inner_lr, inner_steps)
     if has_native_batchnorm(model):
         raise ValueError(
             "make_meta_grad cannot differentiate PyTorch's nn.BatchNorm*d correctly: torch.func's "

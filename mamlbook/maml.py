@@ -20,20 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .conv import has_batchnorm
 from .rnn import has_rnn, inner_loop_rnn_context
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _check_inner(inner_lr: float, inner_steps: int) -> None:
+def check_inner(inner_lr: float, inner_steps: int) -> None:
     if not inner_lr > 0:
         raise ValueError(f"inner_lr (α) must be positive, got {inner_lr}")
     if inner_steps < 0:
         raise ValueError(f"inner_steps must be ≥ 0, got {inner_steps}")
 
 
-def _grads(loss: torch.Tensor, params: Params, create_graph: bool) -> list[torch.Tensor]:
+def grads_of(loss: torch.Tensor, params: Params, create_graph: bool) -> list[torch.Tensor]:
     """∇ loss w.r.t. every tensor in ``params``; a parameter the loss never touches gets 0."""
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph,
                                 allow_unused=True)
@@ -61,7 +62,7 @@ def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: 
     Returns:
         θ'_i as a new dict. With ``first_order=False`` it stays differentiable w.r.t. θ.
     """
-    _check_inner(inner_lr, inner_steps)
+    check_inner(inner_lr, inner_steps)
     return inner_loop(model, params, x_support, y_support, inner_steps=inner_steps, loss_fn=loss_fn,
                       first_order=first_order, step=lambda p, g, j: sgd_step(p, g, inner_lr))
 
@@ -86,7 +87,7 @@ def inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_supp
     with inner_loop_rnn_context(model, x_support.device, first_order):
         for j in range(inner_steps):
             loss = loss_fn(functional_call(model, {**frozen, **params}, (x_support,)), y_support)
-            params = step(params, _grads(loss, params, create_graph=not first_order), j)
+            params = step(params, grads_of(loss, params, create_graph=not first_order), j)
     return params
 
 
@@ -106,13 +107,8 @@ def batched_inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor
     frozen = frozen or {}
     for j in range(inner_steps):
         losses = batched_losses(model, {**frozen, **params}, x_support, y_support, loss_fn)  # (T,)
-        params = step(params, _grads(losses.sum(), params, create_graph=not first_order), j)
+        params = step(params, grads_of(losses.sum(), params, create_graph=not first_order), j)
     return params
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    from .conv import has_batchnorm
-    return has_batchnorm(model)
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -139,7 +135,7 @@ def resolve_batched(model: nn.Module, batched: bool | str,
         if has_rnn(model):  # vmap has no batching rule for nn.LSTM/GRU/RNN: loop over tasks
             return False
         device = torch.device(device) if device is not None else _device_of(model)
-        return device.type != "cpu" or not _has_batchnorm(model)
+        return device.type != "cpu" or not has_batchnorm(model)
     if not isinstance(batched, bool):
         raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
     return batched
@@ -155,7 +151,7 @@ def batched_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
     i, the gradient of the *summed* support loss w.r.t. the copies is each task's own
     gradient. ``x_support``/``y_support`` are (T, K, ...).
     """
-    _check_inner(inner_lr, inner_steps)
+    check_inner(inner_lr, inner_steps)
     return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
                               inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
                               step=lambda p, g, j: sgd_step(p, g, inner_lr))
@@ -167,6 +163,60 @@ def batched_losses(model: nn.Module, task_params: Params, x: torch.Tensor, y: to
     def one_task(p, xi, yi):
         return loss_fn(functional_call(model, p, (xi,)), yi)
     return vmap(one_task)(task_params, x, y)
+
+
+TaskLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mean_task_loss(task_loss: TaskLoss, x_support: torch.Tensor, y_support: torch.Tensor,
+                   x_query: torch.Tensor, y_query: torch.Tensor, *,
+                   batched_loss: TaskLoss | None = None) -> torch.Tensor:
+    """(1/T) Σ_i task_loss(task i): every learner's outer loss, looped or (``batched_loss``) vmapped.
+
+    ``task_loss`` maps one task's (K, ...) support and (Q, ...) query tensors to its query loss
+    after adaptation; ``batched_loss`` maps the whole (T, ...) meta-batch to the (T,) losses.
+    """
+    if batched_loss is not None:
+        return batched_loss(x_support, y_support, x_query, y_query).mean()
+    total = 0.0
+    for i in range(x_support.shape[0]):
+        total = total + task_loss(x_support[i], y_support[i], x_query[i], y_query[i])
+    return total / x_support.shape[0]
+
+
+def backward_per_task(task_loss: TaskLoss, x_support: torch.Tensor, y_support: torch.Tensor,
+                      x_query: torch.Tensor, y_query: torch.Tensor, *,
+                      batched_loss: TaskLoss | None = None) -> torch.Tensor:
+    """Accumulate the gradient of :func:`mean_task_loss` into the leaves' ``.grad``; return it detached.
+
+    On the looped path each task's graph is differentiated and freed before the next task's is
+    built, so peak memory is one task's graph instead of the meta-batch's (on W2, ~0.2 GB
+    instead of ~2 GB); the batched path builds one graph for all tasks.
+    """
+    if batched_loss is not None:
+        loss = batched_loss(x_support, y_support, x_query, y_query).mean()
+        loss.backward()
+        return loss.detach()
+    num_tasks = x_support.shape[0]
+    total = None
+    for i in range(num_tasks):
+        loss = task_loss(x_support[i], y_support[i], x_query[i], y_query[i]) / num_tasks
+        loss.backward()   # frees task i's graph now
+        total = loss.detach() if total is None else total + loss.detach()
+    return total
+
+
+def _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order, batched, device):
+    """(one task's loss, the batched loss or None) for MAML's outer loss."""
+    def task_loss(xs, ys, xq, yq):
+        return task_query_loss(model, params, xs, ys, xq, yq, inner_lr=inner_lr, inner_steps=inner_steps,
+                               loss_fn=loss_fn, first_order=first_order)
+
+    def batched_loss(xs, ys, xq, yq):
+        task_params = batched_adapt(model, params, xs, ys, inner_lr=inner_lr, inner_steps=inner_steps,
+                                    loss_fn=loss_fn, first_order=first_order)
+        return batched_losses(model, task_params, xq, yq, loss_fn)
+    return task_loss, (batched_loss if resolve_batched(model, batched, device) else None)
 
 
 def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,
@@ -183,17 +233,9 @@ def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_suppo
             graph per task), "auto" picks (see :func:`resolve_batched`). Both give the
             same numbers; the tests check it in float64.
     """
-    if resolve_batched(model, batched, x_support.device):
-        task_params = batched_adapt(model, params, x_support, y_support, inner_lr=inner_lr,
-                                    inner_steps=inner_steps, loss_fn=loss_fn,
-                                    first_order=first_order)
-        return batched_losses(model, task_params, x_query, y_query, loss_fn).mean()
-    total = 0.0
-    for i in range(x_support.shape[0]):
-        total = total + task_query_loss(model, params, x_support[i], y_support[i], x_query[i],
-                                        y_query[i], inner_lr=inner_lr, inner_steps=inner_steps,
-                                        loss_fn=loss_fn, first_order=first_order)
-    return total / x_support.shape[0]
+    task_loss, batched_loss = _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order,
+                                           batched, x_support.device)
+    return mean_task_loss(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)
 
 
 def task_query_loss(model: nn.Module, params: Params, x_support: torch.Tensor,
@@ -212,26 +254,11 @@ def meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor,
                   first_order: bool = False, batched: bool | str = "auto") -> torch.Tensor:
     """Accumulate the meta-gradient of :func:`meta_loss` into ``p.grad``; return the loss (detached).
 
-    The same gradient as ``meta_loss(...).backward()``, with less memory on the looped path:
-    each task's graph is differentiated and freed before the next task's is built, so peak
-    memory is one task's graph instead of the whole meta-batch's (on W2, ~0.2 GB instead
-    of ~2 GB). The batched path builds one graph for all tasks, as ``meta_loss`` does.
+    The same gradient as ``meta_loss(...).backward()``, with less memory on the looped path
+    (:func:`backward_per_task`).
     """
-    names = [k for k, v in params.items() if v.requires_grad]
-    if not names:
+    if not any(v.requires_grad for v in params.values()):
         raise ValueError("meta_backward needs parameters with requires_grad=True")
-    if resolve_batched(model, batched, x_support.device):
-        loss = meta_loss(model, params, x_support, y_support, x_query, y_query,
-                         inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
-                         first_order=first_order, batched=True)
-        loss.backward()
-        return loss.detach()
-    num_tasks = x_support.shape[0]
-    total = None
-    for i in range(num_tasks):
-        loss = task_query_loss(model, params, x_support[i], y_support[i], x_query[i], y_query[i],
-                               inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
-                               first_order=first_order) / num_tasks
-        loss.backward()   # frees task i's graph now
-        total = loss.detach() if total is None else total + loss.detach()
-    return total
+    task_loss, batched_loss = _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order,
+                                           batched, x_support.device)
+    return backward_per_task(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)

@@ -12,9 +12,16 @@ Sources:
 over N·K examples = N × mean xent, so α_mean = N × α_official: 5-way Omniglot 0.4 → 2.0,
 20-way Omniglot 0.1 → 2.0, 5-way mini-ImageNet 0.01 → 0.05 (chapter 6 shows the equivalence).
 
+**So is the mini-ImageNet clip**: [C] ``maml.py`` clips each meta-gradient entry to ±10
+(``tf.clip_by_value``) on the gradient of its outer loss ``tf.reduce_sum(lossesb) / meta_batch_size``,
+whose per-example xent is divided by K: over the N·Q query images of a task that is
+(N·Q/K) × the mean cross-entropy. Our outer loss is the mean cross-entropy, whose gradient is
+K/(N·Q) times [C]'s, so [C]'s ±10 is ±10·K/(N·Q) here: 0.133 for 5-way 1-shot with Q = 15,
+0.667 for 5-shot (chapter 7; ``tests/test_presets.py`` checks the equivalence in float64).
+
 Test-time steps: [P] A.1 evaluates 5-way Omniglot with 3 steps and 20-way with 5; this book
-adapts with 10 steps at meta-test for every preset (the issue's protocol; mini-ImageNet's 10
-is [P]'s). Omniglot queries per class = K ([C]: ``update_batch_size`` for both sets);
+adapts with 10 steps at meta-test for every preset ([C]'s ``test_num_updates``; mini-ImageNet's
+10 is also [P]'s). Omniglot queries per class = K ([C]: ``update_batch_size`` for both sets);
 mini-ImageNet trains with 15 queries per class ([P] A.1, following Ravi & Larochelle).
 """
 from __future__ import annotations
@@ -49,10 +56,25 @@ def _omniglot(n_way, k_shot, meta_batch, inner_steps, alpha_official):
                          val_every=1000, val_tasks=200, checkpoint_every=1000)
 
 
-def _mini(k_shot, meta_batch):
-    return FewShotConfig(dataset="miniimagenet", n_way=5, k_shot=k_shot, k_query=15,
-                         meta_batch_size=meta_batch, inner_lr=0.01 * 5, inner_steps=5,
-                         test_inner_steps=10, iterations=60_000, grad_clip=10.0,
+OFFICIAL_GRAD_CLIP = 10.0    # [C] maml.py, mini-ImageNet: tf.clip_by_value(grad, -10, 10) on the meta-gradient
+
+
+def official_clip_in_mean_ce_units(n_way: int, k_shot: int, k_query: int,
+                                   clip: float = OFFICIAL_GRAD_CLIP) -> float:
+    """[C]'s element-wise clip ±``clip``, converted to the gradient of the mean cross-entropy.
+
+    [C]'s outer loss, ``tf.reduce_sum(lossesb) / meta_batch_size`` with ``xent`` = cross-entropy / K
+    per query example (``maml.py``, ``utils.py``), is (N·Q/K) × the mean cross-entropy that this
+    package's outer loss is; clipping its gradient at ±clip is clipping ours at ±clip·K/(N·Q).
+    """
+    return clip * k_shot / (n_way * k_query)
+
+
+def _mini(k_shot, meta_batch, n_way=5, k_query=15):
+    return FewShotConfig(dataset="miniimagenet", n_way=n_way, k_shot=k_shot, k_query=k_query,
+                         meta_batch_size=meta_batch, inner_lr=0.01 * n_way, inner_steps=5,
+                         test_inner_steps=10, iterations=60_000,
+                         grad_clip=official_clip_in_mean_ce_units(n_way, k_shot, k_query),
                          val_every=1000, val_tasks=200, checkpoint_every=1000)
 
 

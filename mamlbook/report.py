@@ -1,15 +1,19 @@
-"""Turn ``metrics.json`` files into the markdown results table the README publishes.
+"""Turn ``metrics.json`` files into the Markdown results tables the README publishes.
 
-    python -m mamlbook.report results/sinusoid/*/metrics.json
+    python -m mamlbook report runs/*/metrics.json
 
-Every row is read from a file a run wrote, so the published table can be regenerated
-and checked against its evidence (the files are committed beside it under ``results/``).
+Every row is read from a file a run wrote, so a published table can be regenerated and checked
+against its evidence (the files are committed beside it under ``results/``). Files of the run record
+(``python -m mamlbook train``) give one row per run; the sinusoid runs committed before 0.2 (their
+``eval`` holds ``mse`` lists) keep their own table, :func:`sinusoid_table`.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+__all__ = ["results_table", "sinusoid_table", "main"]
 
 
 def _cell(metrics: dict, step: int) -> str:
@@ -24,7 +28,7 @@ def _cell(metrics: dict, step: int) -> str:
 
 
 def sinusoid_table(paths: list[str | Path]) -> str:
-    """A markdown table of sinusoid runs: K, settings, MSE after 1 and 10 steps, wall time."""
+    """A markdown table of the committed (pre-0.2) sinusoid runs: K, settings, MSE after 1 and 10 steps."""
     rows = ["| K | init | iterations | MSE after 1 step | MSE after 10 steps | wall time | threads | compiled | date |",
             "|---|---|---:|---|---|---:|---:|---|---|"]
     runs = [json.loads(Path(p).read_text()) for p in paths]
@@ -42,7 +46,33 @@ def sinusoid_table(paths: list[str | Path]) -> str:
     return "\n".join(rows)
 
 
+def results_table(paths: list[str | Path]) -> str:
+    """One row per run record: preset, algorithm, the test metric at the learner's test steps, time, machine."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    if records and all("mse" in r.get("eval", {}) for r in records):
+        return sinusoid_table(paths)
+    rows = ["| preset | algorithm | protocol | metric (± 95% CI) at test steps | iterations | train time | device | date |",
+            "|---|---|---|---|---:|---:|---|---|"]
+    for r in records:
+        for protocol, e in r["eval"].items():
+            i = e["steps"].index(e["test_steps"]) if e["test_steps"] in e["steps"] else -1
+            mean = e["mean"][i]
+            value = "diverged" if mean is None else f"{mean:.3f} ± {e['ci95'][i]:.3f}"
+            fast = " (FAST MODE)" if r.get("fast_mode") else ""
+            rows.append(f"| {r['preset']} | {r['algorithm']} | {protocol} | {e['metric']} {value} after "
+                        f"{e['steps'][i]} steps | {r['iterations_done']:,}{fast} | {r['train_time_s']:.0f} s | "
+                        f"{r['machine'].get('gpu', r['machine']['device'])} | {r['date'][:10]} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m mamlbook report PATH/metrics.json [...]", file=sys.stderr)
+        return 2
+    print(results_table(argv))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m mamlbook.report PATH/metrics.json [...]")
-    print(sinusoid_table(sys.argv[1:]))
+    sys.exit(main())

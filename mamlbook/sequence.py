@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, SinusoidBatch, _uniform, sinusoid
+from .tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, SinusoidBatch, uniform, sinusoid
 
 SEQ_LEN = 5             # L: the start and 4 moves
 MOVE_RANGE = (-0.5, 0.5)  # Δ_t: the walk's moves
@@ -56,10 +56,10 @@ def sample_walk_tasks(num_tasks: int, k_shot: int, k_query: int | None = None, *
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1 (the start), got {seq_len}")
     n = k_shot + k_query
-    amp = _uniform((num_tasks,), *AMP_RANGE, generator)                        # (T,)
-    phase = _uniform((num_tasks,), *PHASE_RANGE, generator)                    # (T,)
-    end = _uniform((num_tasks, n, 1), *INPUT_RANGE, generator)                 # (T, K+Q, 1)
-    moves = _uniform((num_tasks, n, seq_len - 1), *MOVE_RANGE, generator)      # (T, K+Q, L−1)
+    amp = uniform((num_tasks,), *AMP_RANGE, generator)                        # (T,)
+    phase = uniform((num_tasks,), *PHASE_RANGE, generator)                    # (T,)
+    end = uniform((num_tasks, n, 1), *INPUT_RANGE, generator)                 # (T, K+Q, 1)
+    moves = uniform((num_tasks, n, seq_len - 1), *MOVE_RANGE, generator)      # (T, K+Q, L−1)
     start = end - moves.sum(-1, keepdim=True)                                  # (T, K+Q, 1)
     x = torch.cat([start, moves], dim=-1).unsqueeze(-1)                       # (T, K+Q, L, 1)
     y = sinusoid(end, amp[:, None, None], phase[:, None, None])               # (T, K+Q, 1)
@@ -82,7 +82,7 @@ def walks_ending_at(x_end: torch.Tensor, seq_len: int = SEQ_LEN, *,
         raise ValueError(f"seq_len must be at least 1 (the start), got {seq_len}")
     if x_end.shape[-1] != 1:
         raise ValueError(f"x_end must end in a dimension of size 1, got shape {tuple(x_end.shape)}")
-    moves = _uniform((*x_end.shape[:-1], seq_len - 1), *MOVE_RANGE, generator).to(x_end)  # (..., L−1)
+    moves = uniform((*x_end.shape[:-1], seq_len - 1), *MOVE_RANGE, generator).to(x_end)  # (..., L−1)
     start = x_end - moves.sum(-1, keepdim=True)                                          # (..., 1)
     return torch.cat([start, moves], dim=-1).unsqueeze(-1)                               # (..., L, 1)
 

@@ -1,12 +1,15 @@
 """The sinusoid experiment of Finn et al. (2017), Section 5.1: MAML, the pretrained and oracle baselines.
 
-Paper configuration (and where each number comes from):
-- MLP 1-40-40-1 with ReLU                                  (paper §5.1)
-- K = 10 support points per task (also 5 and 20), Q = K query points (official code: 2K per task)
-- meta-batch of 25 tasks, one inner SGD step with α = 0.01   (paper §5.1; the code's flag default
-  ``update_lr`` is 1e-3, a known discrepancy the book measures in chapter 2)
-- Adam with meta step size β = 1e-3, 70,000 iterations        (paper §5.1, README of cbfinn/maml)
-- evaluation: 600 new tasks, 0..10 SGD steps at α, 95% CI = 1.96·std/√600 (official ``test``)
+Configuration, and where each number comes from ([P] the paper, [C] the official code, cbfinn/maml):
+- MLP 1-40-40-1 with ReLU                                  ([P] §5.1)
+- K = 10 support points per task ([P] §5.1: trained with K = 10, evaluated at K = 5, 10, 20, App. B),
+  Q = K query points ([C]: 2K points drawn per task)
+- one inner SGD step with α = 0.01                          ([P] §5.1; [C]'s sinusoid command never
+  sets ``update_lr``, whose default is 1e-3, a discrepancy the book measures in chapter 2)
+- Adam as the meta-optimizer                                ([P] §5.1)
+- meta-batch of 25 tasks, β = 1e-3, 70,000 iterations        ([C]: ``meta_batch_size`` and ``meta_lr``
+  defaults, the usage line at the top of ``main.py``; the paper does not state them)
+- evaluation: 600 new tasks, 0..10 SGD steps at α, 95% CI = 1.96·std/√600 ([C] ``test``)
 """
 from __future__ import annotations
 

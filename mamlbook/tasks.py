@@ -48,7 +48,7 @@ class SinusoidBatch:
         return self.x_support[i], self.y_support[i], self.x_query[i], self.y_query[i]
 
 
-def _uniform(shape, low, high, generator):
+def uniform(shape, low, high, generator):
     return low + (high - low) * torch.rand(shape, generator=generator)
 
 
@@ -74,8 +74,8 @@ def sample_sinusoid_tasks(num_tasks: int, k_shot: int, k_query: int | None = Non
     k_query = k_shot if k_query is None else k_query
     if k_query <= 0:
         raise ValueError(f"k_query must be positive, got {k_query}")
-    amp = _uniform((num_tasks,), *AMP_RANGE, generator)                  # (T,)
-    phase = _uniform((num_tasks,), *PHASE_RANGE, generator)              # (T,)
-    x = _uniform((num_tasks, k_shot + k_query, 1), *INPUT_RANGE, generator)  # (T, K+Q, 1)
+    amp = uniform((num_tasks,), *AMP_RANGE, generator)                  # (T,)
+    phase = uniform((num_tasks,), *PHASE_RANGE, generator)              # (T,)
+    x = uniform((num_tasks, k_shot + k_query, 1), *INPUT_RANGE, generator)  # (T, K+Q, 1)
     y = sinusoid(x, amp[:, None, None], phase[:, None, None])            # (T, K+Q, 1)
     return SinusoidBatch(x[:, :k_shot], y[:, :k_shot], x[:, k_shot:], y[:, k_shot:], amp, phase)

@@ -1,8 +1,22 @@
-"""Meta-training (MAML's outer loop) and the joint-training baseline, with progress bars."""
+"""The one outer training loop, :func:`fit`, for every learner and preset (chapters 2, 6, 8 and the CLI).
+
+``fit(learner, sample, ...)`` repeats: draw a meta-batch from the task stream, take the learner's
+outer step, and — when asked — validate on fixed meta-validation tasks (keeping ``best.pt``, the
+only model selection: the meta-test split is never looked at), write an atomic checkpoint, stop at
+a time budget, show a progress bar. ``resume=True`` continues ``OUT/checkpoint.pt`` bit-identically
+on a CPU: θ, the learner's meta-learned extras (inner rates, per-step BN), the optimizer's moments,
+the task generator and PyTorch's global RNG all come back. The checkpoint schema is in
+:mod:`mamlbook.runs`.
+
+:func:`meta_train` (MAML on a task stream, chapter 2's name) and :func:`pretrain` (the
+joint-training baseline) are the notebooks' thin wrappers.
+"""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -10,11 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .functional import make_meta_grad
-from .maml import LossFn, meta_backward
+from .algorithms.base import MAML, Algorithm, make_meta_optimizer
+from .errors import OptionError
+from .maml import LossFn
+from .runs import atomic_write, load_checkpoint, save_checkpoint
 
+__all__ = ["Batch", "BatchFn", "History", "Run", "fit", "write_log", "meta_train", "pretrain", "make_meta_optimizer"]
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # x_s, y_s, x_q, y_q: (T, K|Q, ...)
 # A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
-BatchFn = Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+BatchFn = Callable[[], Batch]
 
 
 @dataclass
@@ -37,77 +56,203 @@ class History:
         return its, vals
 
 
-def make_meta_optimizer(model, meta_lr: float = 1e-3) -> torch.optim.Optimizer:
-    """Adam with the paper's meta step size β = 1e-3 (fused kernels where available).
+@dataclass
+class Run:
+    """What :func:`fit` did. ``val`` rows are {"iteration", "mean", "ci95"}; ``best`` is one of them."""
 
-    ``model`` is an ``nn.Module`` (Adam on its parameters θ) or a list of tensors (θ plus any
-    meta-learned extras, e.g. Meta-SGD's inner learning rates).
+    iteration: int = 0
+    losses: list[float] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    train_time_s: float = 0.0
+    stopped_by_budget: bool = False
+    resumed_from: int | None = None
+    step_s: list[float] = field(default_factory=list)       # this session's outer steps, sampling excluded
+    out: Path | None = None
+
+    def history(self) -> History:
+        """The losses as a :class:`History` (for the book's plotting helpers)."""
+        return History(iteration=list(range(1, len(self.losses) + 1)), loss=list(self.losses),
+                       wall_time_s=self.train_time_s)
+
+
+def _rows(val: list[dict]) -> torch.Tensor:
+    return torch.tensor([[v["iteration"], v["mean"], v["ci95"]] for v in val], dtype=torch.float64).reshape(-1, 3)
+
+
+def _state(learner: Algorithm, optimizer, generator, run: Run, config: dict) -> dict:
+    return {"config": config, "iteration": run.iteration, "learner": learner.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "losses": torch.tensor(run.losses, dtype=torch.float64), "val": _rows(run.val),
+            "best": None if run.best is None else [run.best["iteration"], run.best["mean"], run.best["ci95"]],
+            "train_time_s": run.train_time_s}
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """{"settings.inner_lr": 2.0, ...}: a run's config flattened, without ``iterations`` (resume may change it)."""
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            flat.update(_flat(v, f"{prefix}{k}."))
+        elif k != "iterations":
+            flat[prefix + k] = v
+    return flat
+
+
+def _restore(path: Path, learner: Algorithm, optimizer, generator, config: dict) -> Run:
+    # Loaded on the CPU: RNG states must stay CPU ByteTensors (set_state refuses CUDA tensors);
+    # load_state_dict moves the weights and Adam moments to the learner's device.
+    state = load_checkpoint(path, map_location="cpu")
+    saved, mine = _flat(state["config"]), _flat(config)
+    if saved != mine:
+        diff = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
+        raise OptionError(f"{path} was written with a different configuration ({', '.join(diff)} differ); resume "
+                          "with the same settings (only --iterations may change), or train into a new --out")
+    learner.load_state_dict(state["learner"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    val = [{"iteration": int(i), "mean": m, "ci95": c} for i, m, c in state["val"].tolist()]
+    best = None if state["best"] is None else dict(zip(("iteration", "mean", "ci95"), state["best"]))
+    if best is not None:
+        best["iteration"] = int(best["iteration"])
+    return Run(iteration=state["iteration"], losses=state["losses"].tolist(), val=val, best=best,
+               train_time_s=state["train_time_s"], resumed_from=state["iteration"])
+
+
+def write_log(path: Path, run: Run) -> None:
+    """``log.csv``: iteration, meta-loss, and the validation score ± 95% CI where one was measured."""
+    val = {v["iteration"]: v for v in run.val}
+    lines = ["iteration,meta_loss,val_mean,val_ci95"]
+    for i, loss in enumerate(run.losses, start=1):
+        v = val.get(i)
+        lines.append(f"{i},{loss:.6g}," + (f"{v['mean']:.4f},{v['ci95']:.4f}" if v else ","))
+    text = "\n".join(lines) + "\n"
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, generator: torch.Generator,
+        iterations: int | None, meta_lr: float = 1e-3, optimizer=None, out=None, resume: bool = False,
+        checkpoint_every: int = 0, validate: Callable[[Algorithm], tuple[float, float]] | None = None,
+        val_every: int = 0, higher_is_better: bool = True, time_budget_s: float | None = None,
+        config: dict | None = None, progress: bool = True, desc: str = "meta-train",
+        on_step: Callable[[Run], None] | None = None,
+        step_context: Callable[[int], contextlib.AbstractContextManager] | None = None) -> Run:
+    """Meta-train ``learner`` in place on meta-batches ``sample(generator)``; returns a :class:`Run`.
+
+    Args:
+        iterations: the iteration to stop at (None: only ``time_budget_s`` stops the run).
+        meta_lr: Adam's β for the default optimizer (``learner.make_optimizer``; None for Reptile).
+        out: folder for ``checkpoint.pt`` (every ``checkpoint_every`` iterations and at the end) and
+            ``best.pt`` (best validation score); nothing is written without it.
+        resume: continue ``out/checkpoint.pt`` (its ``config`` must equal ``config`` but for iterations).
+        validate: scores the learner on fixed meta-val tasks → (mean, ci95); every ``val_every``
+            iterations and once at the end. ``higher_is_better``: accuracy (True) or MSE (False).
+        time_budget_s: stop before the next step once training has used this many seconds (this session).
+        on_step: called with the run after every iteration (logging, plotting, measuring).
+        step_context: a context manager around outer step ``i`` (e.g. a memory probe on the first).
     """
-    if not meta_lr > 0:
-        raise ValueError(f"meta_lr (β) must be positive, got {meta_lr}")
-    params = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
-    try:
-        return torch.optim.Adam(params, lr=meta_lr, fused=True)
-    except RuntimeError:  # fused Adam needs floating-point params on a supported device
-        return torch.optim.Adam(params, lr=meta_lr)
+    if iterations is None and time_budget_s is None:
+        raise OptionError("fit needs iterations or a time budget to know when to stop")
+    out = Path(out) if out is not None else None
+    config = config or {}
+    if optimizer is None:
+        optimizer = learner.make_optimizer(meta_lr)
+    run = Run(out=out)
+    if resume:
+        if out is None:
+            raise OptionError("resume needs the run's out folder")
+        run = _restore(out / "checkpoint.pt", learner, optimizer, generator, config)
+        run.out = out
+    cuda = learner.device.type == "cuda"
+
+    def checkpoint(name: str = "checkpoint.pt") -> None:
+        if out is not None:
+            save_checkpoint(out / name, _state(learner, optimizer, generator, run, config))
+            if name == "checkpoint.pt":
+                write_log(out / "log.csv", run)
+
+    def validate_now() -> None:
+        mean, ci = validate(learner)
+        run.val.append({"iteration": run.iteration, "mean": mean, "ci95": ci})
+        better = run.best is None or (mean > run.best["mean"] if higher_is_better else mean < run.best["mean"])
+        if better:
+            run.best = run.val[-1]
+            checkpoint("best.pt")
+
+    started, base = time.perf_counter(), run.train_time_s
+    bar = tqdm(total=iterations, initial=run.iteration, disable=not progress, mininterval=0.5, desc=desc)
+    while iterations is None or run.iteration < iterations:
+        elapsed = time.perf_counter() - started
+        if time_budget_s is not None and elapsed >= time_budget_s:
+            run.stopped_by_budget = True
+            break
+        batch = sample(generator)
+        fraction = run.iteration / iterations if iterations else elapsed / time_budget_s
+        t0 = time.perf_counter()
+        with step_context(run.iteration) if step_context else contextlib.nullcontext():
+            loss = learner.outer_step(optimizer, *batch, iteration=run.iteration, progress=fraction)
+        if cuda:
+            torch.cuda.synchronize()
+        run.step_s.append(time.perf_counter() - t0)
+        run.iteration += 1
+        run.losses.append(float("nan") if loss is None else loss)
+        run.train_time_s = base + time.perf_counter() - started
+        if validate is not None and val_every and run.iteration % val_every == 0:
+            validate_now()
+        if checkpoint_every and run.iteration % checkpoint_every == 0:
+            checkpoint()
+        if on_step is not None:
+            on_step(run)
+        bar.update(1)
+        if loss is not None and run.iteration % 20 == 0:
+            recent = run.losses[-20:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", refresh=False)
+    bar.close()
+    if validate is not None and (not run.val or run.val[-1]["iteration"] != run.iteration):
+        validate_now()                                                 # the last θ gets a say too
+    checkpoint()
+    return run
 
 
 def meta_train(model: nn.Module, sample_batch: BatchFn, *, iterations: int, inner_lr: float,
                inner_steps: int = 1, meta_lr: float = 1e-3, loss_fn: LossFn = F.mse_loss,
                first_order: bool = False, batched: bool | str = "auto",
-               optimizer: torch.optim.Optimizer | None = None, start_iteration: int = 0,
+               optimizer: torch.optim.Optimizer | None = None,
                eval_fn: Callable[[], object] | None = None, eval_every: int = 0,
                on_iteration: Callable[[int], None] | None = None, compile: bool = False,
                progress: bool = True, desc: str = "meta-train") -> History:
-    """Meta-train ``model`` in place with MAML; returns a :class:`History`.
+    """Meta-train ``model`` in place with MAML (:func:`fit` with a :class:`~mamlbook.algorithms.MAML`).
 
     Each iteration samples a meta-batch, computes the outer loss (1/T) Σ L_query(θ'_i)
-    and takes one Adam step on θ (meta_lr = 1e-3, as in the paper and its code).
+    and takes one Adam step on θ (meta_lr = 1e-3, the official code's β).
 
     Args:
         sample_batch: returns (x_support, y_support, x_query, y_query) for T tasks.
-        iterations: the iteration to stop at (70,000 for the paper's sinusoids).
-        optimizer: pass one to resume; by default Adam(model.parameters(), lr=meta_lr).
-        start_iteration: where a resumed run picks up.
+        iterations: meta-training iterations (70,000 in the official code's sinusoid runs).
+        optimizer: by default Adam(model.parameters(), lr=meta_lr).
         eval_fn / eval_every: called every ``eval_every`` iterations, result kept in history.
-        on_iteration: called with the finished iteration count (e.g. to save checkpoints).
+        on_iteration: called with the finished iteration count.
         compile: compute the meta-gradient with :func:`mamlbook.functional.make_meta_grad`
             under ``torch.compile`` (same numbers; a one-off compile, then much faster steps).
     """
-    if iterations < start_iteration:
-        raise ValueError(f"iterations ({iterations}) is before start_iteration ({start_iteration})")
-    if optimizer is None:
-        optimizer = make_meta_optimizer(model, meta_lr)
-    params = dict(model.named_parameters())
-    meta_grad = (make_meta_grad(model, inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
-                                first_order=first_order, compile=True) if compile else None)
+    learner = MAML(model, problem="regression", loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
+                   first_order=first_order, batched=batched, compile=compile)
     history = History()
-    start = time.perf_counter()
-    bar = tqdm(range(start_iteration, iterations), desc=desc, disable=not progress,
-               initial=start_iteration, total=iterations, mininterval=0.5)
-    for it in bar:
-        xs, ys, xq, yq = sample_batch()
-        optimizer.zero_grad(set_to_none=True)
-        if meta_grad is None:
-            # One backward per task on the looped path: only one task's graph is held at a time.
-            loss = meta_backward(model, params, xs, ys, xq, yq, inner_lr=inner_lr,
-                                 inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
-                                 batched=batched)
-        else:
-            grads, loss = meta_grad({k: v.detach() for k, v in params.items()}, xs, ys, xq, yq)
-            for name, p in params.items():
-                p.grad = grads[name]
-        optimizer.step()
-        history.iteration.append(it + 1)
-        history.loss.append(loss.item())
-        if (it + 1) % 200 == 0:
-            bar.set_postfix(loss=f"{sum(history.loss[-200:]) / 200:.3f}", refresh=False)
-        if eval_fn is not None and eval_every and (it + 1) % eval_every == 0:
-            history.eval_iteration.append(it + 1)
+
+    def on_step(run: Run) -> None:
+        if eval_fn is not None and eval_every and run.iteration % eval_every == 0:
+            history.eval_iteration.append(run.iteration)
             history.eval.append(eval_fn())
         if on_iteration is not None:
-            on_iteration(it + 1)
-    history.wall_time_s = time.perf_counter() - start
+            on_iteration(run.iteration)
+
+    run = fit(learner, lambda _: sample_batch(), generator=torch.Generator(), iterations=iterations,
+              meta_lr=meta_lr, optimizer=optimizer, progress=progress, desc=desc, on_step=on_step)
+    history.iteration, history.loss = list(range(1, run.iteration + 1)), run.losses
+    history.wall_time_s = run.train_time_s
     return history
 
 

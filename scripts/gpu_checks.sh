@@ -20,8 +20,8 @@ LOG="$OUT/log.txt"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$LOG";
          local t0=$SECONDS; timeout "$limit" python3 -m "$@" 2>&1 | tee -a "$LOG";
          echo "== exit ${PIPESTATUS[0]} after $((SECONDS - t0)) s" | tee -a "$LOG"; }
-step 240 mamlbook.gpu_check --device cuda --iterations 200 --warmup 20 --budget-s 120 --json "$OUT/gpu_check.json"
-step 180 mamlbook.gpu_check --device cuda --modes compiled,fp32 --orders second --iterations 100 --warmup 5 --budget-s 40 --no-end-to-end --json "$OUT/gpu_check_compiled.json"
-step 60 mamlbook.rnn_check --device cuda --steps 30 --json "$OUT/rnn_check.json"
-step 90 mamlbook.amp_check --device cuda --iterations 300 --tasks 200 --json "$OUT/amp_check.json"
+step 240 mamlbook.measure.gpu_speed --device cuda --iterations 200 --warmup 20 --budget-s 120 --json "$OUT/gpu_check.json"
+step 180 mamlbook.measure.gpu_speed --device cuda --modes compiled,fp32 --orders second --iterations 100 --warmup 5 --budget-s 40 --no-end-to-end --json "$OUT/gpu_check_compiled.json"
+step 60 mamlbook.measure.lstm_kernels --device cuda --steps 30 --json "$OUT/rnn_check.json"
+step 90 mamlbook.measure.amp_accuracy --device cuda --iterations 300 --tasks 200 --json "$OUT/amp_check.json"
 step 120 mamlbook bench --device cuda --workloads W2,W3 --orders second --repeats 5 --json "$OUT/bench_cuda.json"

@@ -92,3 +92,34 @@ def make_fake_omniglot_root(root):
     for n in (1, 2):
         make_fake_omniglot(root / f"images_background_small{n}.zip", small=n, characters_per_alphabet=3)
     return root
+
+
+# Bad files, made from good ones the way downloads and disks spoil them (tests/test_bad_files.py).
+HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body><p>"
+             b"Too many users have viewed or downloaded this file recently.</p></body></html>")
+FAILURES = ("corrupt", "empty", "truncated", "html")
+
+
+def spoil(data: bytes, failure: str, corrupt_at: int = 0) -> bytes:
+    """``data`` (a good file's bytes) spoiled as ``failure`` says.
+
+    "corrupt": 32 bytes from ``corrupt_at`` inverted (0: a damaged header); "empty": no bytes;
+    "truncated": the first half only; "html": an HTML error page saved in the file's place.
+    """
+    if failure == "corrupt":
+        end = corrupt_at + 32
+        return data[:corrupt_at] + bytes(b ^ 0xFF for b in data[corrupt_at:end]) + data[end:]
+    if failure == "empty":
+        return b""
+    if failure == "truncated":
+        return data[:len(data) // 2]
+    if failure == "html":
+        return HTML_PAGE
+    raise ValueError(f"unknown failure {failure!r}; use one of {FAILURES}")
+
+
+def snapshot(folder) -> dict:
+    """{relative path: (bytes, mtime in ns)} of each file under ``folder``; unchanged means untouched."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

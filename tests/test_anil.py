@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamlbook.anil import adapt_head, anil_meta_backward, anil_meta_loss, batched_adapt_head, split_head
+from mamlbook.algorithms.anil import adapt_head, anil_meta_backward, anil_meta_loss, batched_adapt_head, split_head
 from mamlbook.conv import omniglot_conv4
 from mamlbook.maml import adapt, meta_loss
 

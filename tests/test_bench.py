@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mamlbook import bench
+from mamlbook.measure import bench
 
 REQUIRED = {"workload", "impl", "order", "device", "ms_median", "speedup_vs_loop", "peak_mem_mb",
             "grad_rel_err_vs_loop"}

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from mamlbook.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mamlbook.runs import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from mamlbook.checkpoint import load_checkpoint
+from mamlbook.runs import load_checkpoint
 from mamlbook.cli import main
 
 QUICK = ["--no-compile", "--no-progress", "--eval-tasks", "20"]

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from mamlbook.checkpoint import load_checkpoint
+from mamlbook.runs import load_checkpoint
 from mamlbook.cli import main
 from data_fixtures import make_fake_omniglot_root
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mamlbook import colab
+from mamlbook.book import colab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +96,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 def test_every_notebook_starts_with_the_colab_cell(ipynb):
     code = [c.source for c in nbformat.read(ipynb, as_version=4).cells if c.cell_type == "code"]
     assert code and code[0] == colab.COLAB_CELL, (
-        f"the first code cell of {ipynb.name} must be mamlbook.colab.COLAB_CELL, exactly: paste "
-        "`python -c 'from mamlbook.colab import COLAB_CELL; print(COLAB_CELL)'` into the .py twin's "
+        f"the first code cell of {ipynb.name} must be mamlbook.book.colab.COLAB_CELL, exactly: paste "
+        "`python -c 'from mamlbook.book.colab import COLAB_CELL; print(COLAB_CELL)'` into the .py twin's "
         "first code cell, then `jupytext --sync`")
 
 

@@ -79,6 +79,7 @@ def test_missing_folder_says_where_to_get_the_data_and_where_to_put_it(tmp_path)
     with pytest.raises(DatasetNotFoundError) as err:
         load_miniimagenet(tmp_path / "nowhere", "train")
     msg = str(err.value)
+    assert "\n" not in msg                               # the command line shows it as one line
     assert "does not exist" in msg and "github.com/twitter/meta-learning-lstm" in msg
     assert f"{tmp_path / 'nowhere'}/images/n0153282900000005.jpg" in msg
     assert "mini-imagenet-cache-train.pkl" in msg

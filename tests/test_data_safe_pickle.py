@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from mamlbook.data import UnsafePickleError, load_miniimagenet, safe_load
+from mamlbook.data import BadPickleError, UnsafePickleError, load_miniimagenet, safe_load
 from mamlbook.data.safe_pickle import safe_loads
 
 
@@ -71,3 +71,11 @@ def test_safe_load_reads_a_file(tmp_path):
     path = tmp_path / "ok.pkl"
     path.write_bytes(pickle.dumps([np.ones(3, np.float32)]))
     assert safe_load(path)[0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_truncated_bytes_are_a_bad_pickle_named_by_their_source():
+    data = pickle.dumps({"image_data": np.zeros((2, 84, 84, 3), np.uint8)})
+    with pytest.raises(BadPickleError) as info:
+        safe_loads(data[:len(data) // 2], source="cache.pkl")
+    assert str(info.value) == (f"cache.pkl is truncated ({len(data) // 2:,} bytes; the download or copy stopped "
+                               "early); get a complete copy of the file again (see docs/data.md)")

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mamlbook import amp_check, precision_check, rnn_check
+from mamlbook.measure import amp_accuracy as amp_check, lstm_kernels as rnn_check, precision as precision_check
 from mamlbook.amp import tf32_mode
-from mamlbook.gpu_check import run_check
+from mamlbook.measure.gpu_speed import run_check
 
 
 def test_rnn_check_on_cpu_gives_every_path_the_float64_gradient_up_to_float32_rounding():

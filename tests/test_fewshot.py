@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from data_fixtures import SHARED_DATA, needs_omniglot
 from mamlbook.amp import Amp, AmpNotSupportedError
-from mamlbook.checkpoint import load_checkpoint
+from mamlbook.runs import load_checkpoint
 from mamlbook.data import ClassImages
 from mamlbook.fewshot import (FewShotConfig, accuracy, evaluate_accuracy, load_splits, make_model,
                               make_sampler, random_init_baseline, train_fewshot)
@@ -68,10 +68,10 @@ def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(t
                                                                                  monkeypatch):
     # Found on an H200: loading onto CUDA made the saved RNG states CUDA tensors, and
     # torch.set_rng_state refused them ("RNG state must be a torch.ByteTensor").
-    import mamlbook.fewshot as fewshot
+    import mamlbook.train as train        # the one loop does the resuming
     seen = []
-    real = fewshot.load_checkpoint
-    monkeypatch.setattr(fewshot, "load_checkpoint",
+    real = train.load_checkpoint
+    monkeypatch.setattr(train, "load_checkpoint",
                         lambda path, map_location="cpu": seen.append(map_location) or real(path, map_location))
     train_fewshot(TINY.replace(iterations=2), splits, out=tmp_path, device="cpu", progress=False)
     train_fewshot(TINY.replace(iterations=3), splits, out=tmp_path, resume=True, device="cpu", progress=False)
@@ -91,7 +91,7 @@ def test_best_checkpoint_is_chosen_on_the_validation_split_only(tmp_path, splits
     best = max(run.val, key=lambda v: v["acc"])                        # first of the ties, as recorded
     state = load_checkpoint(tmp_path / "best.pt")
     assert state["iteration"] == run.best_iteration == best["iteration"]
-    assert state["val_acc"] == best["acc"]
+    assert state["best"] == [best["iteration"], best["acc"], best["ci95"]]
     log = (tmp_path / "log.csv").read_text().splitlines()
     assert log[0].startswith("iteration,meta_loss") and len(log) == 1 + 6
 
@@ -185,11 +185,12 @@ def test_compiled_meta_step_path_gives_the_default_paths_meta_gradient_in_float6
     # cfg.compile uses mamlbook.functional.make_meta_grad (torch.func, all tasks under vmap);
     # checked here uncompiled, in float64, against meta_backward's per-task loop.
     import torch.nn.functional as F
-    from mamlbook.fewshot import make_step_grad
+    from mamlbook.fewshot import maml_learner
     from mamlbook.functional import make_meta_grad
     from mamlbook.maml import meta_backward
     cfg = TINY.replace(compile=True, inner_steps=2)
-    assert make_step_grad(make_model(cfg), cfg) is not None and make_step_grad(make_model(TINY), TINY) is None
+    assert maml_learner(cfg, make_model(cfg))._meta_grad is not None
+    assert maml_learner(TINY, make_model(TINY))._meta_grad is None
     torch.manual_seed(0)
     model = make_model(cfg).double()
     ep = make_sampler(random_split(6), cfg).sample(3, torch.Generator().manual_seed(0))

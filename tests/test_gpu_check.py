@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from mamlbook import gpu_check
+from mamlbook.measure import gpu_speed as gpu_check
 
 ROW_FIELDS = {"shape", "order", "mode", "status", "device", "device_name", "torch", "date", "precision",
               "iterations", "warmup", "ms_median", "ms_mean", "ms_all", "e2e_ms_mean", "e2e_iterations",

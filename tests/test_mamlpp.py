@@ -7,10 +7,10 @@ from torch.func import functional_call
 
 from mamlbook.conv import Conv4
 from mamlbook.maml import meta_loss
-from mamlbook.mamlpp import (adapt_per_step, cosine_meta_lr_scheduler, init_per_step_lrs,
+from mamlbook.algorithms.mamlpp import (adapt_per_step, cosine_meta_lr_scheduler, init_per_step_lrs,
                              mamlpp_meta_backward, mamlpp_meta_loss, mamlpp_task_loss,
                              multi_step_loss_weights, use_first_order)
-from mamlbook.mamlpp_bn import bn_at_step, bn_param_names, init_per_step_bn, without_bn
+from mamlbook.algorithms.mamlpp_bn import bn_at_step, bn_param_names, init_per_step_bn, without_bn
 
 from sinusoid_fixtures import flat, float64_setup
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from mamlbook.maml import meta_loss
-from mamlbook.metasgd import (init_inner_lrs, metasgd_adapt, metasgd_meta_backward, metasgd_meta_loss)
+from mamlbook.algorithms.metasgd import (init_inner_lrs, metasgd_adapt, metasgd_meta_backward, metasgd_meta_loss)
 
 from sinusoid_fixtures import float64_setup
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from mamlbook.models import SinusoidMLP
-from mamlbook.reptile import reptile_gradient, reptile_step
+from mamlbook.algorithms.reptile import reptile_gradient, reptile_step
 from mamlbook.tasks import sample_sinusoid_tasks
 
 

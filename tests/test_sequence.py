@@ -165,11 +165,11 @@ def test_every_inner_loop_applies_the_cudnn_rule(monkeypatch):
     # MAML, Meta-SGD and ANIL share maml.inner_loop; MAML++ keeps its own loop with the same rule.
     import contextlib
     import mamlbook.maml as maml_module
-    import mamlbook.mamlpp as mamlpp_module
-    from mamlbook.anil import adapt_head
-    from mamlbook.mamlpp import adapt_per_step, init_per_step_lrs
+    import mamlbook.algorithms.mamlpp as mamlpp_module
+    from mamlbook.algorithms.anil import adapt_head
+    from mamlbook.algorithms.mamlpp import adapt_per_step, init_per_step_lrs
     from mamlbook.maml import adapt
-    from mamlbook.metasgd import init_inner_lrs, metasgd_adapt
+    from mamlbook.algorithms.metasgd import init_inner_lrs, metasgd_adapt
     asked = []
 
     def recording(model, device, first_order):

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mamlbook.student import (CODE_STUB, MarkerError, execute_notebook, exercise_cells,
+from mamlbook.book.student import (CODE_STUB, MarkerError, execute_notebook, exercise_cells,
                               has_exercises, main, make_student_notebook, outdated,
                               student_run_problems, write_student_notebooks)
 
@@ -84,7 +84,7 @@ def test_the_student_notebook_opens_with_a_note_naming_its_source():
     note = make_student_notebook(notebook(("code", EXERCISE)), "notebooks/02.ipynb").cells[0]
     assert note.cell_type == "markdown"
     assert "Student version** of `notebooks/02.ipynb`" in note.source
-    assert "python -m mamlbook.student" in note.source
+    assert "python -m mamlbook.book.student" in note.source
 
 
 @pytest.mark.parametrize("source, message", [
@@ -224,7 +224,7 @@ def skip_without_exercises(ipynb):
 def test_committed_student_version_is_current(ipynb, regenerated):
     skip_without_exercises(ipynb)
     committed = ROOT / "student" / ipynb.name
-    fix = "run `python -m mamlbook.student` and commit student/"
+    fix = "run `python -m mamlbook.book.student` and commit student/"
     assert committed.exists(), f"student/{ipynb.name} is missing: {fix}"
     assert committed.read_bytes() == (regenerated / ipynb.name).read_bytes(), (
         f"student/{ipynb.name} is not what notebooks/{ipynb.name} generates (never edit it by hand): {fix}")
@@ -232,7 +232,7 @@ def test_committed_student_version_is_current(ipynb, regenerated):
 
 def test_student_folder_holds_no_notebook_without_an_instructor_version():
     stale = [p for p in outdated(ROOT / "notebooks", ROOT / "student") if "has no instructor" in p]
-    assert stale == [], "run `python -m mamlbook.student` to delete them"
+    assert stale == [], "run `python -m mamlbook.book.student` to delete them"
 
 
 @pytest.mark.parametrize("ipynb", NOTEBOOKS, ids=lambda p: p.name)

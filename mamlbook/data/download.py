@@ -19,10 +19,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import MamlbookError
+
+__all__ = ["DownloadError", "ChecksumError", "HTMLInsteadOfDataError", "TruncatedDownloadError", "file_hash",
+           "verify_file", "looks_like_html", "download"]
+
 _CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(MamlbookError, RuntimeError):
     """A download failed; nothing was left at the destination."""
 
 
@@ -169,7 +174,9 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
         raise
     part.unlink(missing_ok=True)
     if isinstance(last, DownloadError):
-        raise type(last)(f"{last} (gave up after {retries} attempts; nothing was saved at {dest})")
-    raise DownloadError(f"could not download {url} after {retries} attempts: {last}. "
+        raise type(last)(f"{last} (gave up after {retries} attempts; nothing was saved at {dest}). Try again "
+                         f"later, or download the file by hand and put it at {dest}.")
+    reason = "; ".join(str(last).splitlines())
+    raise DownloadError(f"could not download {url} after {retries} attempts: {reason}. "
                         f"Nothing was saved at {dest}. Check the connection, or download the file "
                         f"by hand and put it at {dest}.")

@@ -15,6 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import BadFileError, OptionError
+
+__all__ = ["ROT_SEP", "ClassImages", "base_class", "check_disjoint", "Episodes", "EpisodeSampler"]
+
 ROT_SEP = "@rot"   # class name suffix of a rotated copy: "Greek/character03@rot90"
 
 
@@ -110,12 +114,12 @@ class ClassImages:
         """
         degrees = list(degrees)
         if any(d % 90 for d in degrees) or len(set(d % 360 for d in degrees)) != len(degrees):
-            raise ValueError(f"rotations must be distinct multiples of 90 degrees, got {degrees}")
+            raise OptionError(f"rotations must be distinct multiples of 90 degrees, got {degrees}")
         if degrees == [0]:
             return self
         _, _, h, w, _ = self.images.shape
         if h != w and any(d % 180 for d in degrees):
-            raise ValueError(f"90-degree rotations need square images, got {h}x{w}")
+            raise OptionError(f"90-degree rotations need square images, got {h}x{w}")
         rotated = torch.stack([torch.rot90(self.images, k=(d // 90) % 4, dims=(2, 3))
                                for d in degrees], dim=1)        # (classes, R, per_class, H, W, C)
         names = [f"{n}{ROT_SEP}{d % 360}" for n in self.class_names for d in degrees]
@@ -124,20 +128,22 @@ class ClassImages:
 
 
 def base_class(name: str) -> str:
-    """The class a (possibly rotated) class name comes from: "Greek/character03@rot90" → "Greek/character03"."""
+    """The class a (possibly rotated) class name comes from: "Greek/character03@rot90" → "Greek/character03".
+    """
     return name.split(ROT_SEP)[0]
 
 
 def check_disjoint(splits: dict[str, ClassImages]) -> None:
-    """Raise ValueError if any two splits share a class (rotated copies count as the same class)."""
+    """Raise BadFileError (a ValueError) if two splits share a class (rotated copies count as the same)."""
     names = {k: {base_class(n) for n in s.class_names} for k, s in splits.items()}
     keys = list(names)
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             shared = names[a] & names[b]
             if shared:
-                raise ValueError(f"splits {a!r} and {b!r} share {len(shared)} classes, e.g. "
-                                 f"{sorted(shared)[:3]}; meta-train/val/test must be class-disjoint")
+                raise BadFileError(f"splits {a!r} and {b!r} share {len(shared)} classes, e.g. "
+                                   f"{sorted(shared)[:3]}; meta-train/val/test must be class-disjoint: check "
+                                   "that each split's files are the published ones (see docs/data.md)")
 
 
 @dataclass
@@ -181,20 +187,21 @@ class EpisodeSampler:
         device: where the images live and episodes are built (default: the split's device).
         mean, std: optional per-channel normalisation applied after scaling to [0, 1].
     Raises:
-        ValueError: N larger than the number of classes, or a class with fewer than K + Q images.
+        OptionError (a ValueError): N larger than the number of classes, or a class with fewer than
+            K + Q images.
     """
 
     def __init__(self, split: ClassImages, n_way: int, k_shot: int, k_query: int, *,
                  device=None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         if n_way < 1 or k_shot < 1 or k_query < 0:
-            raise ValueError(f"need n_way ≥ 1, k_shot ≥ 1, k_query ≥ 0; got {n_way}, {k_shot}, {k_query}")
+            raise OptionError(f"need n_way ≥ 1, k_shot ≥ 1, k_query ≥ 0; got {n_way}, {k_shot}, {k_query}")
         if n_way > split.num_classes:
-            raise ValueError(f"{n_way}-way tasks need {n_way} classes but {split.name or 'the split'} "
+            raise OptionError(f"{n_way}-way tasks need {n_way} classes but {split.name or 'the split'} "
                              f"has {split.num_classes}")
         need = k_shot + k_query
         short = [(n, int(c)) for n, c in zip(split.class_names, split.counts.tolist()) if c < need]
         if short:
-            raise ValueError(f"{len(short)} classes of {split.name or 'the split'} have fewer than "
+            raise OptionError(f"{len(short)} classes of {split.name or 'the split'} have fewer than "
                              f"K + Q = {k_shot} + {k_query} = {need} images, e.g. {short[:3]} "
                              "(name, images). Lower k_shot/k_query or drop those classes.")
         self.split = split if device is None else split.to(device)

@@ -32,9 +32,10 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-import tempfile
+import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -42,8 +43,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import BadFileError, OptionError
 from .episodes import ClassImages, check_disjoint
 from .fake import FAKE_MARKER
+from .files import DatasetNotFoundError, atomic_write, bad_bytes, bad_file, one_line
+
+__all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode", "read_omniglot",
+           "concat_sets", "vinyals_split", "maml_split", "small_split", "find_full_sets", "omniglot_splits",
+           "download_omniglot_small", "download_omniglot_full", "find_omniglot_small"]
 
 SIZE = 28
 CACHE_VERSION = 1
@@ -64,28 +71,67 @@ RESIZE_MODES = ("lanczos", "maml-original")
 HELP = ("Get Omniglot from https://github.com/brendenlake/omniglot (folder python/): the small "
         "sets with mamlbook.data.download_omniglot_small(), the full sets with "
         "mamlbook.data.download_omniglot_full(); or put the zips in {where}. See docs/data.md.")
+# What reading a damaged zip member or PNG can raise (zipfile, zlib and Pillow each have their own).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+               RuntimeError, struct.error)
+_PNG_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
 
 
 def _is_png(name: str) -> bool:
     return name.lower().endswith(".png")
 
 
-def _iter_pngs(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
-    """Yield (alphabet, character, file name, PNG bytes) from a zip or an extracted folder."""
+def _fix(source: Path) -> str:
+    """What to do about a bad Omniglot zip or folder: how to get the same set again."""
+    name = _set_name(source)
+    if name in SMALL_SHA256:
+        root = source.parent.parent if source.parent.name == "omniglot" else source.parent
+        return (f"delete it and download again with mamlbook.data.download_omniglot_small({str(root)!r}) "
+                "(see docs/data.md)")
+    if name in FULL_MD5:
+        root = source.parent.parent if source.parent.name == "omniglot-py" else source.parent
+        return (f"delete it and download again with mamlbook.data.download_omniglot_full({str(root)!r}) "
+                "(see docs/data.md)")
+    return ("replace it with the official zip from https://github.com/brendenlake/omniglot (folder python/), "
+            "unchanged (see docs/data.md)")
+
+
+def _open_zip(source: Path) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(source)``, or a one-line BadFileError saying what the file is instead."""
+    try:
+        return zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, EOFError, ValueError, struct.error) as err:
+        raise bad_file(source, "zip", _fix(source), err) from err
+
+
+def _iter_pngs(source: Path) -> Iterator[tuple[str, str, str, str, bytes]]:
+    """Yield (alphabet, character, file name, where, PNG bytes) from a zip or an extracted folder.
+
+    ``where`` names the PNG for messages ("<zip>: <member>" or its path).
+    """
     if source.is_file():
-        with zipfile.ZipFile(source) as zf:
+        with _open_zip(source) as zf:
             for name in zf.namelist():
                 parts = name.split("/")
                 if _is_png(name) and len(parts) >= 3:
-                    yield parts[-3], parts[-2], parts[-1], zf.read(name)
+                    try:
+                        data = zf.read(name)
+                    except _ZIP_ERRORS as err:
+                        raise BadFileError(one_line(f"{source} is damaged: its member {name} cannot be read "
+                                                    f"({one_line(err, limit=120)}); {_fix(source)}")) from err
+                    yield parts[-3], parts[-2], parts[-1], f"{source}: {name}", data
     else:
         for path in source.rglob("*.png"):
-            yield path.parent.parent.name, path.parent.name, path.name, path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as err:                     # e.g. no permission to read it
+                raise bad_file(path, "png", f"make it readable or replace it; {_fix(source)}", err) from err
+            yield path.parent.parent.name, path.parent.name, path.name, str(path), data
 
 
 def _is_fake(source: Path) -> bool:
     if source.is_file():
-        with zipfile.ZipFile(source) as zf:
+        with _open_zip(source) as zf:
             return any(n.endswith(FAKE_MARKER) for n in zf.namelist())
     return (source / FAKE_MARKER).exists()
 
@@ -104,7 +150,7 @@ def decode(png: bytes, size: int = SIZE, resize: str = "lanczos") -> np.ndarray:
     elif resize == "maml-original":
         img = img.resize((size, size), Image.Resampling.LANCZOS).convert("L")
     else:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        raise OptionError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     return 255 - np.asarray(img, dtype=np.uint8)       # white paper → 0, black ink → 255
 
 
@@ -124,16 +170,31 @@ def _set_name(source: Path) -> str:
     return source.name.removesuffix(".zip")
 
 
+def _decode_png(png: bytes, where: str, source: Path, size: int, resize: str) -> np.ndarray:
+    try:
+        return decode(png, size, resize)
+    except OptionError:
+        raise
+    except _PNG_ERRORS as err:
+        fix = (_fix(source) if source.is_file() else
+               f"replace it with a good copy (unzip the official zip again); {_fix(source)}")
+        raise bad_bytes(where, png, "png", fix, err) from err
+
+
 def _decode_all(source: Path, size: int, resize: str):
     items = sorted(_iter_pngs(source), key=lambda it: (it[0], it[1], it[2]))
     if not items:
-        raise FileNotFoundError(f"no Omniglot PNGs (Alphabet/characterNN/*.png) in {source}. "
-                                + HELP.format(where=source.parent))
-    class_names = sorted({f"{a}/{c}" for a, c, _, _ in items})
+        if source.is_file():
+            raise BadFileError(f"{source} holds no Omniglot PNGs (<Alphabet>/characterNN/*.png), so it is "
+                               f"not an Omniglot zip; {_fix(source)}")
+        raise DatasetNotFoundError(f"no Omniglot PNGs (Alphabet/characterNN/*.png) in {source}. "
+                                   + HELP.format(where=source.parent))
+    class_names = sorted({f"{a}/{c}" for a, c, _, _, _ in items})
     index = {n: i for i, n in enumerate(class_names)}
-    labels = np.array([index[f"{a}/{c}"] for a, c, _, _ in items], dtype=np.int64)
-    images = np.stack([decode(png, size, resize) for _, _, _, png in items])   # (N, size, size)
-    files = np.array([f for _, _, f, _ in items])
+    labels = np.array([index[f"{a}/{c}"] for a, c, _, _, _ in items], dtype=np.int64)
+    images = np.stack([_decode_png(png, where, source, size, resize)
+                       for _, _, _, where, png in items])                        # (N, size, size)
+    files = np.array([f for _, _, f, _, _ in items])
     return images, labels, np.array(class_names), files
 
 
@@ -152,11 +213,15 @@ def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczo
     from .paths import default_cache_dir
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"Omniglot set not found: {source}. " + HELP.format(where=source.parent))
+        raise DatasetNotFoundError(f"Omniglot set not found: {source}. " + HELP.format(where=source.parent))
     if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    sid = _source_id(source)
-    cache_file = Path(cache_dir or default_cache_dir()) / f"omniglot-{_set_name(source)}-{size}px-{resize}.npz"
+        raise OptionError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    try:
+        sid = _source_id(source)
+    except OSError as err:                             # e.g. no permission to read it
+        raise bad_file(source, "zip", f"make it readable or replace it; {_fix(source)}", err) from err
+    cache_name = f"omniglot-{_set_name(source)}-{size}px-{resize}.npz"
+    cache_file = Path(cache_dir or default_cache_dir()) / cache_name
     arrays = _load_cache(cache_file, sid) if cache else None
     if arrays is None:
         arrays = _decode_all(source, size, resize)
@@ -178,18 +243,16 @@ def _load_cache(path: Path, sid: str):
             if int(z["version"]) != CACHE_VERSION or str(z["source_id"]) != sid:
                 return None
             return z["images"], z["labels"], z["class_names"], z["files"]
-    except (OSError, KeyError, ValueError):
-        return None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None                                    # missing, stale or damaged: decode again
 
 
 def _save_cache(path: Path, sid: str, images, labels, class_names, files) -> None:
     """Write the cache atomically (temp file + rename); warn and go on if the folder is read-only."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as f:
+        with atomic_write(path, suffix=".npz.tmp") as f:
             np.savez(f, images=images, labels=labels, class_names=class_names, files=files,
                      source_id=np.array(sid), version=np.array(CACHE_VERSION))
-        Path(f.name).replace(path)
     except OSError as e:
         warnings.warn(f"could not write the Omniglot cache {path} ({e}); decoding again next time")
 
@@ -210,8 +273,9 @@ def vinyals_split(background: Sequence[str], evaluation: Sequence[str]) -> dict[
     """
     names = sorted(background) + sorted(evaluation)
     if len(background) != 964 or len(evaluation) != 659:
-        raise ValueError(f"the Vinyals split needs the full Omniglot sets (964 background + 659 "
-                         f"evaluation characters), got {len(background)} + {len(evaluation)}")
+        raise BadFileError(f"the Vinyals split needs the full Omniglot sets (964 background + 659 "
+                         f"evaluation characters), got {len(background)} + {len(evaluation)}; get them with "
+                         "mamlbook.data.download_omniglot_full(DIR) (see docs/data.md)")
     first = len(names) - VINYALS_NUM_TEST
     val = [i for i in range(first) if names[i].split("/")[0] in VINYALS_VAL_ALPHABETS]
     train = [i for i in range(first) if names[i].split("/")[0] not in VINYALS_VAL_ALPHABETS]
@@ -224,7 +288,9 @@ def maml_split(names: Sequence[str], seed: int = MAML_SEED) -> dict[str, list[in
     random.Random(seed).shuffle(order)                 # as random.seed(1); random.shuffle(...)
     a, b = MAML_NUM_TRAIN, MAML_NUM_TRAIN + MAML_NUM_VAL
     if len(names) <= b:
-        raise ValueError(f"the MAML split needs more than {b} characters, got {len(names)}")
+        raise BadFileError(f"the MAML split needs more than {b} characters (the full Omniglot sets), got "
+                           f"{len(names)}; get them with mamlbook.data.download_omniglot_full(DIR) "
+                           "(see docs/data.md)")
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}
 
 
@@ -247,7 +313,7 @@ def find_full_sets(root: str | Path) -> tuple[Path, Path]:
             found.append(z if z.is_file() else d if d.is_dir() else None)
         if all(found):
             return found[0], found[1]
-    raise FileNotFoundError(f"the full Omniglot sets are not under {root} (looked for "
+    raise DatasetNotFoundError(f"the full Omniglot sets are not under {root} (looked for "
                             "omniglot-py/images_background.zip and images_evaluation.zip). Run "
                             f"mamlbook.data.download_omniglot_full({str(root)!r}) to get them.")
 
@@ -284,7 +350,7 @@ def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
             idx = maml_split(full.class_names)
         splits = {k: full.subset(v, name=f"{full.name}/{k}") for k, v in idx.items()}
     else:
-        raise ValueError(f"unknown Omniglot split preset {preset!r}; use 'small', 'vinyals' or 'maml'")
+        raise OptionError(f"unknown Omniglot split preset {preset!r}; use 'small', 'vinyals' or 'maml'")
     check_disjoint(splits)
     return {k: s.with_rotations(rotations) for k, s in splits.items()}
 
@@ -294,7 +360,7 @@ def _find_small(root: Path, n: int) -> Path:
               root / f"images_background_small{n}", root / "omniglot" / f"images_background_small{n}"):
         if p.exists():
             return p
-    raise FileNotFoundError(f"images_background_small{n}.zip is not in {root} or {root / 'omniglot'}. "
+    raise DatasetNotFoundError(f"images_background_small{n}.zip is not in {root} or {root / 'omniglot'}. "
                             + HELP.format(where=root / "omniglot"))
 
 
@@ -358,5 +424,6 @@ def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple
         print(f"FAKE DATA: Omniglot was not found{' or downloaded' if download else ''}; using a "
               f"generated stand-in in {folder}. Its pictures are NOT Omniglot characters.")
         return a, b, "FAKE"
-    raise FileNotFoundError(f"the small Omniglot sets were not found in {[str(r) for r in data_roots()]}. "
-                            + HELP.format(where="data/omniglot/") + (f" ({errors[0]})" if errors else ""))
+    raise DatasetNotFoundError(f"the small Omniglot sets were not found in {[str(r) for r in data_roots()]}. "
+                               + HELP.format(where="data/omniglot/")
+                               + (f" ({one_line(errors[0], limit=200)})" if errors else ""))

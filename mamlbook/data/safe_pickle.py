@@ -6,17 +6,36 @@ learn2learn's mini-ImageNet files are pickles, and a file from a mirror can be a
 reconstructors, ``numpy.dtype``, and ``_codecs.encode`` which protocol-2 pickles use for
 bytes). Dicts, lists, tuples, strings and numbers need no globals at all. Any other global
 is refused *before* it is looked up, so nothing from the file is ever called.
+
+A file that is not a readable pickle (empty, truncated, an HTML page, other bytes) raises
+:class:`BadPickleError` with a one-line message that says which; a refused global raises
+:class:`UnsafePickleError` (a BadPickleError too). Both are :class:`~mamlbook.errors.MamlbookError`.
 """
 from __future__ import annotations
 
 import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import BadFileError
+from .files import bad_bytes, bad_file
 
-class UnsafePickleError(pickle.UnpicklingError):
+__all__ = ["UnsafePickleError", "BadPickleError", "ALLOWED_GLOBALS", "safe_loads", "safe_load"]
+
+# What a damaged or foreign byte stream makes the unpickler raise (anything from it is untrusted data).
+_UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+               OverflowError, MemoryError, struct.error)
+FIX = "get a complete copy of the file again (see docs/data.md)"
+
+
+class BadPickleError(BadFileError, pickle.UnpicklingError):
+    """A file that is not a readable pickle: empty, truncated, an HTML page, other bytes."""
+
+
+class UnsafePickleError(BadPickleError):
     """A pickle named a global outside the allow-list; nothing from it was executed."""
 
 
@@ -36,7 +55,8 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
 def _codecs_encode(obj, encoding="utf-8"):
     """``_codecs.encode`` for str → bytes only (how protocol ≤ 2 pickles store bytes)."""
     if not isinstance(obj, str):
-        raise UnsafePickleError("_codecs.encode called on a non-string in the pickle")
+        raise UnsafePickleError("the pickle calls _codecs.encode on a non-string, which is refused; nothing "
+                                "from the file was executed. Use a trusted copy of the file.")
     return obj.encode(encoding)
 
 
@@ -59,16 +79,42 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid):
-        raise UnsafePickleError(f"{self.source} uses persistent ids, which are refused")
+        raise UnsafePickleError(f"{self.source} uses persistent ids, which are refused; nothing from the "
+                                "file was executed. Use a trusted copy of the file, or convert it to .npz "
+                                "with code you trust.")
 
 
-def safe_loads(data: bytes, source: str = "the pickle"):
-    """Unpickle ``data`` allowing only NumPy arrays/scalars/dtypes and plain containers."""
-    return _RestrictedUnpickler(io.BytesIO(data), source).load()
+def _load(file, source: str, describe):
+    """Unpickle ``file``; a damaged stream raises ``describe(err)``, a refused global its own error."""
+    try:
+        return _RestrictedUnpickler(file, source).load()
+    except UnsafePickleError as err:
+        if str(err).startswith(source):
+            raise
+        raise UnsafePickleError(f"{source}: {err}") from err
+    except _UNREADABLE as err:
+        raise BadPickleError(str(describe(err))) from err
 
 
-def safe_load(path: str | Path):
-    """Unpickle the file at ``path`` with the allow-list (see the module docstring)."""
+def safe_loads(data: bytes, source: str = "the pickle", *, fix: str = FIX):
+    """Unpickle ``data`` allowing only NumPy arrays/scalars/dtypes and plain containers.
+
+    Raises:
+        UnsafePickleError: it names a global outside the allow-list (nothing was run).
+        BadPickleError: it is not a readable pickle; the one-line message says why and ``fix``.
+    """
+    return _load(io.BytesIO(data), source, lambda err: bad_bytes(source, data, "pickle", fix, err))
+
+
+def safe_load(path: str | Path, *, fix: str = FIX):
+    """Unpickle the file at ``path`` with the allow-list (see the module docstring).
+
+    Raises:
+        UnsafePickleError: it names a global outside the allow-list (nothing was run).
+        BadPickleError: it is empty, truncated, an HTML page or not a pickle; the one-line message
+            says which, and ``fix`` (what to do).
+        FileNotFoundError: there is no file at ``path``.
+    """
     path = Path(path)
     with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, str(path)).load()
+        return _load(f, str(path), lambda err: bad_file(path, "pickle", fix, err))

@@ -1,0 +1,287 @@
+"""The learner interface every algorithm implements, and MAML / first-order MAML themselves (chapters 2, 3, 8).
+
+    algo = MAML(model, problem="classification", inner_lr=2.0)       # or make_algorithm("maml", ...)
+    opt = algo.make_optimizer(meta_lr=1e-3)            # None for Reptile: its outer update is its own
+    loss = algo.outer_step(opt, x_s, y_s, x_q, y_q, iteration=it, progress=it / iterations)
+    predict = algo.adapt(x_s[0], y_s[0])               # the task's adapted model; predict(x_q[0])
+
+θ is a name → tensor dict (the model's own parameters, updated in place by the meta-optimizer);
+meta-batches are (T, K|Q, ...). The options that cut across learners are implemented here once:
+``first_order`` (drop the second-order term), ``grad_clip`` (clip each meta-gradient entry),
+``amp`` (mixed precision, CUDA only), ``tf32`` (off by default: on an H200 TF32 put the second-order
+meta-gradient 1–11 % away from float64, :mod:`mamlbook.measure.precision`), ``compile`` (the
+``torch.compile``-d :func:`mamlbook.functional.make_meta_grad`) and ``batched`` (vmap or a loop over
+tasks). A learner that cannot honour an option refuses it with an :class:`~mamlbook.errors.OptionError`
+naming the option and the learner.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..amp import Amp, tf32_mode
+from ..errors import OptionError
+from ..maml import LossFn, Params, adapt as maml_adapt, meta_backward, meta_loss
+
+__all__ = ["PROBLEMS", "Predictor", "Algorithm", "AdaptedModel", "MAML", "FOMAML", "default_head",
+           "make_meta_optimizer", "refuse_test_lr"]
+
+PROBLEMS = {"regression": F.mse_loss, "classification": F.cross_entropy}
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_meta_optimizer(params, meta_lr: float = 1e-3) -> torch.optim.Optimizer:
+    """Adam with the paper's meta step size β = 1e-3 (fused kernels where available).
+
+    ``params`` is an ``nn.Module`` (Adam on its parameters θ) or a list of tensors (θ plus any
+    meta-learned extras, e.g. Meta-SGD's inner learning rates).
+    """
+    if not meta_lr > 0:
+        raise OptionError(f"meta_lr (β) must be positive, got {meta_lr}")
+    params = list(params.parameters()) if isinstance(params, nn.Module) else list(params)
+    try:
+        return torch.optim.Adam(params, lr=meta_lr, fused=True)
+    except RuntimeError:  # fused Adam needs floating-point params on a supported device
+        return torch.optim.Adam(params, lr=meta_lr)
+
+
+def refuse_test_lr(name: str, asked: float | None, trained: float | None) -> None:
+    """Learners whose inner rates are meta-learned cannot adapt at another α: refuse one that differs."""
+    if asked is not None and asked != trained:
+        raise OptionError(f"--inner-lr is not available for {name}: its inner learning rates are "
+                          "meta-learned; evaluate it with the rates it learned (drop --inner-lr)")
+
+
+def default_head(model: nn.Module) -> str:
+    """The name prefix of the model's last ``nn.Linear`` ("classifier." for Conv4, "4." for the MLP)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to use as the head; pass head=")
+    return linears[-1] + "."
+
+
+class Algorithm:
+    """The common interface. Subclasses set ``name`` and override what differs from MAML.
+
+    Args:
+        model: the network; its weights come from ``params`` (``functional_call``).
+        params: θ (default ``dict(model.named_parameters())``): leaf tensors the optimizer updates.
+        problem: "regression" (MSE) or "classification" (mean cross-entropy).
+        inner_lr: α, the inner SGD step (mean-loss units; Omniglot's official 0.4 is 2.0 here).
+        inner_steps: inner SGD steps in meta-training.
+        test_steps: SGD steps at meta-test (default: ``inner_steps``).
+        first_order: drop the second-order term (default: the class's, False but for FOMAML).
+        grad_clip: clip every meta-gradient entry to ±grad_clip before the meta-optimizer's step.
+        amp: mixed precision (bf16 autocast, or fp16 + GradScaler); CUDA only.
+        tf32: allow TF32 convolutions/matmuls on CUDA (off: see the module docstring).
+        compile: the ``torch.compile``-d meta-gradient (MAML and first-order MAML only).
+        batched: True (vmap over tasks), False (loop) or "auto" (:func:`mamlbook.maml.resolve_batched`).
+        loss_fn: replaces the problem's loss (e.g. for a custom regression loss).
+    """
+
+    name = "maml"
+    first_order = False
+    has_inner_loop = True
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})   # options beyond the defaults
+
+    def __init__(self, model: nn.Module, params: Params | None = None, *, problem: str,
+                 inner_lr: float | None = None, inner_steps: int = 1, test_steps: int | None = None,
+                 first_order: bool | None = None, grad_clip: float | None = None, amp: bool = False,
+                 tf32: bool = False, compile: bool = False, batched: bool | str = "auto",
+                 loss_fn: LossFn | None = None):
+        if problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        if self.has_inner_loop and not (inner_lr is not None and inner_lr > 0 and inner_steps >= 1):
+            raise OptionError(f"{self.name} needs inner_lr (α) > 0 and inner_steps ≥ 1, "
+                              f"got {inner_lr}, {inner_steps}")
+        asked = {"first_order": first_order is not None and first_order != type(self).first_order,
+                 "grad_clip": bool(grad_clip), "amp": amp, "tf32": tf32, "compile": compile,
+                 "batched": batched != "auto"}
+        for option, on in asked.items():
+            if on and option not in self.supports:
+                raise OptionError(f"{option.replace('_', '-')} is not available for {self.name}: "
+                                  f"{self.refusal(option)}")
+        self.model = model
+        self.params = dict(model.named_parameters()) if params is None else params
+        self.problem = problem
+        self.loss_fn: LossFn = loss_fn or PROBLEMS[problem]
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.test_steps = inner_steps if test_steps is None else test_steps
+        if first_order is not None:
+            self.first_order = first_order
+        self.grad_clip, self.tf32, self.batched = grad_clip, tf32, batched
+        self.amp = Amp.create(amp, self.device)
+        self._meta_grad = self._compiled_meta_grad() if compile else None
+
+    def refusal(self, option: str) -> str:
+        """Why this learner refuses ``option`` (said in the error message)."""
+        return "this learner does not implement it"
+
+    @property
+    def device(self) -> torch.device:
+        first = next(iter(self.params.values()), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.problem}, inner_lr={self.inner_lr}, "
+                f"inner_steps={self.inner_steps}, test_steps={self.test_steps}, first_order={self.first_order})")
+
+    def options(self) -> dict:
+        """The settings that define this learner's updates, for the run record."""
+        return {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps, "test_steps": self.test_steps,
+                "first_order": self.first_order, "grad_clip": self.grad_clip, "amp": self.amp.describe(),
+                "tf32": self.tf32, "compile": self._meta_grad is not None}
+
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """Everything the outer loop learns: θ, plus any meta-learned inner learning rates."""
+        return list(self.params.values())
+
+    def extra_state(self) -> dict[str, Params]:
+        """Meta-learned tensors besides θ, by group (for checkpoints): none for MAML."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Params]) -> None:
+        """Copy :meth:`extra_state` tensors saved earlier into this algorithm's own, in place."""
+        mine = self.extra_state()
+        if set(state) != set(mine) or any(set(state[g]) != set(mine[g]) for g in mine):
+            raise ValueError(f"saved {self.name} state has groups {sorted(state)}, expected {sorted(mine)}")
+        with torch.no_grad():
+            for group, tensors in state.items():
+                for name, value in tensors.items():
+                    mine[group][name].copy_(value)
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint needs to restore this learner: θ, meta-learned extras, the AMP scaler."""
+        state = {"model": self.model.state_dict(), "extra": self.extra_state()}
+        if self.amp.scaler is not None:
+            state["scaler"] = self.amp.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (θ in place, so optimizers keep pointing at the same tensors)."""
+        self.model.load_state_dict(state["model"])
+        self.load_extra_state(state["extra"])
+        if self.amp.scaler is not None and "scaler" in state:
+            self.amp.scaler.load_state_dict(state["scaler"])
+
+    def make_optimizer(self, meta_lr: float = 1e-3) -> torch.optim.Optimizer | None:
+        """Adam(β = ``meta_lr``) on :meth:`meta_parameters` (None for Reptile)."""
+        return make_meta_optimizer(self.meta_parameters(), meta_lr)
+
+    def outer_step(self, optimizer, x_s, y_s, x_q, y_q, iteration: int = 0,
+                   progress: float = 0.0) -> float | None:
+        """One meta-update on a meta-batch (T, K|Q, ...); returns the outer loss (None for Reptile).
+
+        ``iteration`` drives MAML++'s schedules; ``progress`` (fraction of training done, in
+        [0, 1)) drives Reptile's ε annealing. The meta-gradient is clipped to ±``grad_clip``
+        (after unscaling, with fp16 AMP) before the optimizer's step.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.amp.scaler
+        with tf32_mode(self.tf32), self.amp.autocast():
+            if scaler is not None:            # fp16: the scaler needs the whole loss before backward
+                loss = self._loss(x_s, y_s, x_q, y_q, iteration)
+            else:
+                loss = self._backward(x_s, y_s, x_q, y_q, iteration)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_value_(self.meta_parameters(), self.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return float(loss)
+
+    def _loss(self, x_s, y_s, x_q, y_q, iteration):
+        return meta_loss(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
+                         inner_steps=self.inner_steps, loss_fn=self.loss_fn, first_order=self.first_order,
+                         batched=self.batched)
+
+    def _backward(self, x_s, y_s, x_q, y_q, iteration):
+        if self._meta_grad is not None:       # one compiled torch.func graph for the whole meta-batch
+            grads, loss = self._meta_grad({k: v.detach() for k, v in self.params.items()}, x_s, y_s, x_q, y_q)
+            for name, p in self.params.items():
+                p.grad = grads[name]
+            return loss
+        return meta_backward(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
+                             inner_steps=self.inner_steps, loss_fn=self.loss_fn,
+                             first_order=self.first_order, batched=self.batched)
+
+    def _compiled_meta_grad(self):
+        from ..functional import make_meta_grad
+        return make_meta_grad(self.model, inner_lr=self.inner_lr, inner_steps=self.inner_steps,
+                              loss_fn=self.loss_fn, first_order=self.first_order, compile=True)
+
+    def adapt(self, x_s: torch.Tensor, y_s: torch.Tensor, steps: int | None = None,
+              inner_lr: float | None = None) -> Predictor:
+        """Adapt to one task's support set (K, ...) with ``steps`` (default ``test_steps``) steps.
+
+        ``inner_lr`` replaces the training α at test time (learners with learned rates refuse it).
+        Returns a function from query inputs (Q, ...) to predictions (Q, ...) or logits (Q, N).
+        Meta-test adaptation needs no second-order graph: the adapted tensors are detached.
+        """
+        steps = self.test_steps if steps is None else steps
+        theta = {k: v.detach().requires_grad_() for k, v in self.params.items()}
+        with torch.enable_grad():
+            adapted = self._adapt(theta, x_s, y_s, steps, inner_lr or self.inner_lr) if steps > 0 else theta
+        return AdaptedModel(self.model, {k: v.detach() for k, v in adapted.items()})
+
+    def _adapt(self, theta, x_s, y_s, steps, inner_lr):
+        return maml_adapt(self.model, theta, x_s, y_s, inner_lr=inner_lr, inner_steps=steps,
+                          loss_fn=self.loss_fn, first_order=True)
+
+
+    def default_eval_steps(self) -> list[int]:
+        """The adaptation steps a meta-test reports by default: the learner's own ``test_steps``."""
+        return [self.test_steps]
+
+    @torch.no_grad()
+    def score_tasks(self, x_s, y_s, x_q, y_q, *, steps: list[int], metric, inner_lr: float | None = None):
+        """Per-task ``metric`` (tasks, len(steps)) on tasks (T, K|Q, ...) after each number of ``steps``."""
+        rows = [[metric(self.adapt(x_s[i], y_s[i], steps=s, inner_lr=inner_lr)(x_q[i]), y_q[i])
+                 for s in steps] for i in range(x_s.shape[0])]
+        return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)
+
+
+class AdaptedModel:
+    """A task's adapted model: ``model`` run with the adapted parameters θ' (``.params``), no graph."""
+
+    def __init__(self, model: nn.Module, params: Params):
+        self.model, self.params = model, params
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, self.params, (x,))
+
+
+class MAML(Algorithm):
+    """Second-order MAML. Paper: α = 0.01, 1 step (sinusoids); 5-way Omniglot α = 0.4 official = 2.0 here, 1 step."""
+
+    name = "maml"
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "amp", "compile"})
+
+    def default_eval_steps(self) -> list[int]:
+        """0, 1, …, max(10, test_steps): the official code's adaptation curve, cheap to record in one pass."""
+        return list(range(max(10, self.test_steps) + 1))
+
+    def score_tasks(self, x_s, y_s, x_q, y_q, *, steps, metric, inner_lr=None):
+        """As :meth:`Algorithm.score_tasks`, by one incremental SGD curve (:func:`~mamlbook.evaluate.adaptation_curve`)."""
+        from ..evaluate import adaptation_curve
+        curve = adaptation_curve(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=inner_lr or self.inner_lr,
+                                 max_steps=max(steps), loss_fn=self.loss_fn, metric_fn=metric)
+        return curve[:, list(steps)].double()                                  # (T, len(steps))
+
+
+class FOMAML(MAML):
+    """First-order MAML: :class:`MAML` with the inner gradients treated as constants."""
+
+    name = "fomaml"
+    first_order = True
+

@@ -1,0 +1,135 @@
+"""What is wrong with a data file, said in one line: empty, an HTML page, truncated, the wrong format.
+
+Every loader in :mod:`mamlbook.data` turns a file it cannot use into a :class:`~mamlbook.errors.BadFileError`
+whose message is ONE line: the file, what is wrong with it, and what to do, e.g.
+
+    data/omniglot/images_background_small1.zip is truncated (41,230 bytes; the download or copy
+    stopped early); delete it and download again with mamlbook.data.download_omniglot_small('data')
+
+(one line in reality). The command line prints it after ``error:`` and exits with code 2. Loaders
+only read: a file they cannot use is left exactly as it was, and caches are written to a temporary
+file that is renamed into place only once it is complete (:func:`atomic_write`).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import BadFileError, MamlbookError
+from .download import looks_like_html
+
+__all__ = ["DatasetNotFoundError", "KINDS", "one_line", "read_head", "describe", "bad_file", "bad_bytes",
+           "atomic_write"]
+
+ZIP_MAGIC = b"PK\x03\x04"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+KINDS = {  # kind → (what it should be, in words; the first bytes such a file starts with, if fixed)
+    "zip": ("a zip file", (ZIP_MAGIC,)),
+    "png": ("a PNG image", (PNG_MAGIC,)),
+    "image": ("a JPEG or PNG image", (JPEG_MAGIC, PNG_MAGIC)),
+    "pickle": ("a pickle", ()),
+    "csv": ("a CSV text file", ()),
+    "npz": ("a NumPy .npz file", (ZIP_MAGIC,)),
+}
+_TRUNCATION_WORDS = ("truncated", "ran out of input", "unexpected end", "end of file")
+
+
+class DatasetNotFoundError(MamlbookError, FileNotFoundError):
+    """The dataset is not where it was looked for; the message says where to get it."""
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` as one line: its lines joined with "; " (an error message may span several).
+
+    ``limit``: cut to this many characters, ending in "…" (for another library's long messages).
+    """
+    line = "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
+
+
+def read_head(path: str | os.PathLike, n: int = 64) -> tuple[bytes, int]:
+    """(the first ``n`` bytes, the size in bytes) of a file."""
+    with open(path, "rb") as f:
+        return f.read(n), os.fstat(f.fileno()).st_size
+
+
+def describe(head: bytes, size: int, kind: str, error: BaseException | None = None) -> str:
+    """What is wrong with a file that should be ``kind`` (a key of :data:`KINDS`), as a phrase.
+
+    Args:
+        head: its first bytes (64 are plenty).
+        size: its size in bytes.
+        kind: what it should be: "zip", "png", "image", "pickle", "csv" or "npz".
+        error: the exception the reader raised, if any; it tells a truncated file from a damaged one.
+    Returns:
+        e.g. "is empty (0 bytes)", "is an HTML page, not a zip file (...)", "is truncated (...)",
+        "is not a PNG image (it begins with b'...')" or "is damaged (<the reader's message>)".
+    """
+    what, magics = KINDS[kind]
+    if size == 0:
+        return "is empty (0 bytes)"
+    if looks_like_html(head):
+        return (f"is an HTML page, not {what} (a download, login or quota page was saved in its place; "
+                f"it begins {head.lstrip()[:40]!r})")
+    if magics and not head.startswith(magics):
+        return f"is not {what} (it begins with {head[:16]!r})"
+    reason = one_line(error, limit=120) if error is not None else ""
+    cut = any(w in reason.lower() for w in _TRUNCATION_WORDS) or isinstance(error, EOFError)
+    if magics == (ZIP_MAGIC,) and "not a zip file" in reason.lower():
+        cut = True                         # starts like a zip, but the table of contents at its end is gone
+    if error is not None and cut:
+        return f"is truncated ({size:,} bytes; the download or copy stopped early)"
+    if not magics and error is not None:
+        return f"is not {what} ({type(error).__name__}: {reason})" if reason else f"is not {what}"
+    return f"is damaged ({reason})" if reason else "is damaged"
+
+
+def bad_file(path: str | os.PathLike, kind: str, fix: str, error: BaseException | None = None,
+             problem: str | None = None) -> BadFileError:
+    """A :class:`BadFileError` "<path> <what is wrong>; <fix>" for a file on disk (read again for the facts).
+
+    Args:
+        path: the file.
+        kind: what it should be (see :func:`describe`).
+        fix: what to do, e.g. "delete it and download again with ...".
+        error: the reader's exception, if any.
+        problem: say this instead of what :func:`describe` finds (unless the file is empty or HTML).
+    """
+    try:
+        head, size = read_head(path)
+    except OSError as err:
+        return BadFileError(one_line(f"{path} cannot be read ({err.strerror or err}); {fix}"))
+    found = describe(head, size, kind, error)
+    if problem is not None and not found.startswith(("is empty", "is an HTML page")):
+        found = problem
+    return BadFileError(one_line(f"{path} {found}; {fix}"))
+
+
+def bad_bytes(name: str, data: bytes, kind: str, fix: str,
+              error: BaseException | None = None) -> BadFileError:
+    """:func:`bad_file` for bytes that are not a file of their own (a zip member): "<name> ...; <fix>"."""
+    return BadFileError(one_line(f"{name} {describe(data[:64], len(data), kind, error)}; {fix}"))
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
+    """Write ``path`` through a temporary file beside it, renamed into place only when complete.
+
+    If the block raises, the temporary file is removed and ``path`` (old or absent) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,426 @@
+"""Benchmark one MAML meta-training step: the package against the baselines, in one run.
+
+    python -m mamlbook bench [--workloads W1,W2,W3] [--orders second,first] [--repeats N]
+                             [--quick] [--json PATH] [--device cpu|cuda] [--compile]
+
+Timing: for each workload × order, one subprocess builds the model and data once and runs
+the implementations **in turns** (round-robin: warm-up round(s), then ``--repeats`` timed
+rounds), and reports each one's median. On a shared, noisy machine a busy spell slows every
+implementation alike, so the ratios stay meaningful; absolute times do not. Memory: each
+implementation then runs two steps in a fresh subprocess of its own, which reports the peak
+resident set size above its start (``resource.getrusage`` maxrss; on CUDA,
+``torch.cuda.max_memory_allocated``) and saves its meta-gradient; the parent compares that
+with the plain loop's on the same data, so every speed-up is shown next to the evidence that
+the gradient is still right (float32: agreement to ~1e-6 is rounding).
+
+Implementations (``impl`` in the JSON):
+
+- ``loop``: the plain per-task loop every library starts from: for each task,
+  ``autograd.grad(create_graph=True)`` inner steps and the query loss; the losses are summed
+  and one ``backward`` gives the meta-gradient (it holds every task's graph until then).
+- ``higher``: the ``higher`` library's ``innerloop_ctx`` with an SGD inner optimiser, one
+  ``backward`` per task as in its MAML example (skipped, with a note, if not installed).
+- ``mamlbook``: :func:`mamlbook.maml.meta_backward` with ``batched="auto"``.
+- ``mamlbook-vmap`` / ``mamlbook-loop``: the package forced onto the path "auto" did not pick,
+  to show why it chose as it did. ``mamlbook-compiled`` (``--compile``): the ``torch.compile``-d
+  :func:`mamlbook.functional.make_meta_grad` (a one-off compile, not included in the time).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..conv import miniimagenet_conv4, omniglot_conv4
+from ..functional import make_meta_grad
+from ..maml import meta_backward, resolve_batched
+from ..models import SinusoidMLP
+
+ITERATIONS_TO_PROJECT = 60_000  # mini-ImageNet meta-training iterations in the paper's code
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark setting: a model, a meta-batch shape and MAML's inner loop."""
+
+    name: str
+    description: str
+    tasks: int
+    support: int        # examples per task in the support set (n_way · k_shot for images)
+    query: int          # examples per task in the query set
+    input_shape: tuple
+    inner_steps: int
+    inner_lr: float
+    n_way: int = 0      # 0: regression (MSE); otherwise classification (cross-entropy)
+
+    def model(self) -> torch.nn.Module:
+        if self.name == "W1":
+            return SinusoidMLP()
+        return omniglot_conv4(self.n_way) if self.name == "W2" else miniimagenet_conv4(self.n_way)
+
+    def loss_fn(self):
+        return F.cross_entropy if self.n_way else F.mse_loss
+
+    def data(self, seed: int = 0):
+        """Random inputs and labels of the right shapes: (T, K|Q, ...); speed does not depend on values."""
+        g = torch.Generator().manual_seed(seed)
+        x_s = torch.randn(self.tasks, self.support, *self.input_shape, generator=g)
+        x_q = torch.randn(self.tasks, self.query, *self.input_shape, generator=g)
+        if self.n_way:
+            y_s = torch.randint(0, self.n_way, (self.tasks, self.support), generator=g)
+            y_q = torch.randint(0, self.n_way, (self.tasks, self.query), generator=g)
+        else:
+            y_s = torch.randn(self.tasks, self.support, 1, generator=g)
+            y_q = torch.randn(self.tasks, self.query, 1, generator=g)
+        return x_s, y_s, x_q, y_q
+
+    def shrunk(self) -> "Workload":
+        """A tiny version (2 tasks, few examples) for tests and ``--quick``."""
+        return Workload(self.name, self.description + " [quick: shrunk]", 2, min(self.support, 5),
+                        min(self.query, 5), self.input_shape, min(self.inner_steps, 2),
+                        self.inner_lr, self.n_way)
+
+
+WORKLOADS = {
+    "W1": Workload("W1", "sinusoid MLP 1-40-40-1, 25 tasks, K=10+10, 1 step, α=0.01",
+                   25, 10, 10, (1,), 1, 0.01),
+    "W2": Workload("W2", "Omniglot Conv4 (64 filters, BN), 28×28×1, 5-way 5+75, 32 tasks, 1 step, α=0.4",
+                   32, 5, 75, (1, 28, 28), 1, 0.4, n_way=5),
+    "W3": Workload("W3", "mini-ImageNet Conv4 (32 filters, BN), 84×84×3, 5-way 5+75, 4 tasks, 5 steps, α=0.01",
+                   4, 5, 75, (3, 84, 84), 5, 0.01, n_way=5),
+}
+
+
+# ---------------------------------------------------------------- one meta-step per impl
+def loop_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """Baseline: the plain per-task loop with autograd.grad(create_graph=True), one backward."""
+    x_s, y_s, x_q, y_q = data
+    loss_fn, total = w.loss_fn(), 0.0
+    for i in range(w.tasks):
+        fast = dict(params)
+        for _ in range(w.inner_steps):
+            inner = loss_fn(functional_call(model, fast, (x_s[i],)), y_s[i])
+            grads = torch.autograd.grad(inner, list(fast.values()), create_graph=not first_order)
+            fast = {k: v - w.inner_lr * g for (k, v), g in zip(fast.items(), grads)}
+        total = total + loss_fn(functional_call(model, fast, (x_q[i],)), y_q[i])
+    (total / w.tasks).backward()
+
+
+def higher_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """Baseline: ``higher.innerloop_ctx`` per task, as in higher's own MAML example."""
+    import higher
+    x_s, y_s, x_q, y_q = data
+    loss_fn = w.loss_fn()
+    inner_opt = torch.optim.SGD(model.parameters(), lr=w.inner_lr)
+    for i in range(w.tasks):
+        with higher.innerloop_ctx(model, inner_opt, copy_initial_weights=False,
+                                  track_higher_grads=not first_order) as (fmodel, diffopt):
+            for _ in range(w.inner_steps):
+                diffopt.step(loss_fn(fmodel(x_s[i]), y_s[i]))
+            query = loss_fn(fmodel(x_q[i]), y_q[i]) / w.tasks
+            if first_order:  # higher detaches the fast weights: ∇L_q(θ') goes to θ by hand
+                grads = torch.autograd.grad(query, list(fmodel.parameters()))
+                for p, g in zip(model.parameters(), grads):
+                    p.grad = g if p.grad is None else p.grad + g
+            else:
+                query.backward()
+
+
+def mamlbook_step(batched):
+    def step(model, params, data, w: Workload, first_order: bool) -> None:
+        meta_backward(model, params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps,
+                      loss_fn=w.loss_fn(), first_order=first_order, batched=batched)
+    return step
+
+
+def compiled_step(model, params, data, w: Workload, first_order: bool, _cache={}) -> None:
+    key = (id(model), first_order)
+    if key not in _cache:
+        _cache[key] = make_meta_grad(model, inner_lr=w.inner_lr, inner_steps=w.inner_steps,
+                                     loss_fn=w.loss_fn(), first_order=first_order, compile=True)
+    grads, _ = _cache[key]({k: v.detach() for k, v in params.items()}, *data)
+    for k, p in params.items():
+        p.grad = grads[k]
+
+
+def _impls(w: Workload, device: str, with_compile: bool) -> dict:
+    model = w.model()
+    auto = resolve_batched(model, "auto", device)
+    impls = {"loop": loop_step, "higher": higher_step, "mamlbook": mamlbook_step("auto"),
+             "mamlbook-loop" if auto else "mamlbook-vmap": mamlbook_step(not auto)}
+    if with_compile:
+        impls["mamlbook-compiled"] = compiled_step
+    return impls
+
+
+# ---------------------------------------------------------------- children: time, memory
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
+
+
+def _setup(w: Workload, device: str):
+    torch.manual_seed(0)
+    model = w.model().to(device)
+    return model, dict(model.named_parameters()), tuple(t.to(device) for t in w.data())
+
+
+def _one_step(step, model, params, data, w, first_order, cuda):
+    model.zero_grad(set_to_none=True)
+    step(model, params, data, w, first_order)
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def measure_times(w: Workload, impls: list[str], first_order: bool, device: str, repeats: int,
+                  warmup: int, with_compile: bool = False) -> dict[str, list[float]]:
+    """ms per meta-step of each impl; the impls take turns (round-robin), so a busy machine
+    slows them all alike and their ratios stay meaningful."""
+    model, params, data = _setup(w, device)
+    steps = _impls(w, device, with_compile)
+    cuda = device.startswith("cuda")
+    for _ in range(warmup):
+        for impl in impls:
+            _one_step(steps[impl], model, params, data, w, first_order, cuda)
+    times = {impl: [] for impl in impls}
+    for _ in range(repeats):
+        for impl in impls:
+            t = time.perf_counter()
+            _one_step(steps[impl], model, params, data, w, first_order, cuda)
+            times[impl].append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
+                   grad_path: str | None = None, with_compile: bool = False) -> float:
+    """Peak memory (MB) of two meta-steps above what the model and data hold; saves the gradient."""
+    model, params, data = _setup(w, device)
+    step = _impls(w, device, with_compile)[impl]
+    cuda = device.startswith("cuda")
+    rss_start = _rss_mb()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        start_alloc = torch.cuda.memory_allocated()
+    for _ in range(2):
+        _one_step(step, model, params, data, w, first_order, cuda)
+    if grad_path:
+        torch.save({k: p.grad.detach().cpu().double() if p.grad is not None
+                    else torch.zeros(p.shape, dtype=torch.float64) for k, p in params.items()}, grad_path)
+    return ((torch.cuda.max_memory_allocated() - start_alloc) / 2**20 if cuda
+            else _peak_rss_mb() - rss_start)
+
+
+def _child_main(spec: str) -> int:
+    cfg = json.loads(spec)
+    w = Workload(**{**cfg["workload"], "input_shape": tuple(cfg["workload"]["input_shape"])})
+    if cfg["what"] == "time":
+        out = measure_times(w, cfg["impls"], cfg["first_order"], cfg["device"], cfg["repeats"],
+                            cfg["warmup"], cfg["compile"])
+    else:
+        out = measure_memory(w, cfg["impls"][0], cfg["first_order"], cfg["device"],
+                             cfg["grad_path"], cfg["compile"])
+    print("RESULT " + json.dumps(out))
+    return 0
+
+
+def _in_child(what: str, w: Workload, impls: list[str], first_order: bool, device: str,
+              repeats: int = 0, warmup: int = 0, grad_path: str | None = None,
+              with_compile: bool = False, timeout: float = 1800):
+    spec = json.dumps({"what": what, "workload": asdict(w), "impls": impls,
+                       "first_order": first_order, "device": device, "repeats": repeats,
+                       "warmup": warmup, "grad_path": grad_path, "compile": with_compile})
+    proc = subprocess.run([sys.executable, "-m", "mamlbook.bench", "--_child", spec],
+                          capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"benchmark child ({what}, {w.name}, {impls}) failed:\n{proc.stderr[-2000:]}")
+
+
+# ---------------------------------------------------------------- parent: table and JSON
+def _rel_err(grad_path: str, ref_path: str) -> float:
+    g, ref = torch.load(grad_path), torch.load(ref_path)
+    num = sum(((g[k] - ref[k]) ** 2).sum() for k in ref).sqrt()
+    den = sum((ref[k] ** 2).sum() for k in ref).sqrt()
+    return (num / den).item()
+
+
+def _higher_available() -> bool:
+    try:
+        import higher  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of the rows: ms/step, speed-up over the loop, memory, gradient check."""
+    head = ("| workload | order | device | impl | ms/step (median) | × loop speed | "
+            "peak MB | MB vs loop | grad rel. err vs loop |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        err = r.get("grad_rel_err_vs_loop")
+        lines.append(
+            f"| {r['workload']} | {r['order']} | {r['device']} | {r['impl']} | "
+            f"{r['ms_median']:.1f} | {r.get('speedup_vs_loop', float('nan')):.2f}× | "
+            f"{r['peak_mem_mb']:.0f} | {r.get('mem_ratio_vs_loop', float('nan')):.2f}× | "
+            f"{'—' if err is None else f'{err:.1e}'} |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``bench`` command's options (used by ``python -m mamlbook bench``)."""
+    parser.add_argument("--workloads", default="W1,W2,W3",
+                        help="comma-separated subset of W1 (sinusoid MLP), W2 (Omniglot Conv4), "
+                             "W3 (mini-ImageNet Conv4)")
+    parser.add_argument("--orders", default="second,first", help="second, first, or both")
+    parser.add_argument("--impls", default=None,
+                        help="comma-separated subset of loop,higher,mamlbook,mamlbook-vmap,"
+                             "mamlbook-loop,mamlbook-compiled (default: all that apply)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration (median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--quick", action="store_true",
+                        help="shrink every workload to 2 tiny tasks and 1 repeat (smoke test, not timings)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: both when a GPU is present)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile-d make_meta_grad (cold compiles take minutes on conv models)")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process instead of one subprocess per configuration "
+                             "(faster start; peak memory then includes earlier configurations)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per configuration")
+    parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+
+
+def run(args) -> int:
+    """Run the benchmark; print the table (and the 60,000-iteration projection); write JSON."""
+    if getattr(args, "_child", None):
+        return _child_main(args._child)
+    names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        print(f"error: unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
+        return 2
+    orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    if not orders or any(o not in ("second", "first") for o in orders):
+        print(f"error: --orders must list 'second' and/or 'first', got {args.orders!r}", file=sys.stderr)
+        return 2
+    if args.repeats < 1 or args.warmup < 0:
+        print("error: --repeats must be ≥ 1 and --warmup ≥ 0", file=sys.stderr)
+        return 2
+    devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    repeats = 1 if args.quick else args.repeats
+    have_higher = _higher_available()
+    if not have_higher:
+        print("note: `higher` is not installed, so its baseline is skipped "
+              "(pip install 'mamlbook[bench]' or pip install higher).")
+    wanted = None if args.impls is None else {s.strip() for s in args.impls.split(",")}
+    print(f"torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "
+          f"{torch.get_num_threads()} threads; devices {devices}; "
+          f"{'QUICK smoke run: shrunk workloads, NOT timings' if args.quick else f'median of {repeats} after {args.warmup} warm-up'}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            w = WORKLOADS[name].shrunk() if args.quick else WORKLOADS[name]
+            for device in devices:
+                impls = [i for i in _impls(w, device, args.compile)
+                         if (wanted is None or i in wanted or i == "loop")
+                         and (i != "higher" or have_higher)]
+                for order in orders:
+                    fo = order == "first"
+                    print(f"  {name} {device} {order}-order: timing {', '.join(impls)} in turns …", flush=True)
+                    if args.in_process:
+                        times = measure_times(w, impls, fo, device, repeats, args.warmup, args.compile)
+                    else:
+                        times = _in_child("time", w, impls, fo, device, repeats, args.warmup,
+                                          with_compile=args.compile, timeout=args.timeout)
+                    group = []
+                    for impl in impls:
+                        path = os.path.join(tmp, f"{name}-{device}-{impl}-{order}.pt")
+                        if args.in_process:
+                            mem = measure_memory(w, impl, fo, device, path, args.compile)
+                            measure = "peak RSS above start (in-process: a lower bound)"
+                        else:
+                            mem = _in_child("memory", w, [impl], fo, device, grad_path=path,
+                                            with_compile=args.compile, timeout=args.timeout)
+                            measure = "peak RSS above start, own process"
+                        if device.startswith("cuda"):
+                            measure = "cuda max_memory_allocated above start"
+                        group.append({"workload": w.name, "impl": impl, "order": order,
+                                      "device": device, "ms_median": statistics.median(times[impl]),
+                                      "ms_all": times[impl], "peak_mem_mb": round(mem, 1),
+                                      "memory_measure": measure, "threads": torch.get_num_threads(),
+                                      "grad_path": path})
+                    loop = next(r for r in group if r["impl"] == "loop")
+                    for r in group:
+                        r["speedup_vs_loop"] = loop["ms_median"] / r["ms_median"]
+                        r["mem_ratio_vs_loop"] = (r["peak_mem_mb"] / loop["peak_mem_mb"]
+                                                  if loop["peak_mem_mb"] > 0 else float("nan"))
+                        r["grad_rel_err_vs_loop"] = _rel_err(r["grad_path"], loop["grad_path"])
+                        r["workload_description"] = w.description
+                    for r in group:
+                        del r["grad_path"]
+                    rows.extend(group)
+    print()
+    print(format_table(rows))
+    for r in rows:
+        if r["workload"] == "W3" and r["impl"] == "mamlbook":
+            hours = r["ms_median"] * ITERATIONS_TO_PROJECT / 3.6e6
+            print(f"Projected W3 ({r['order']}-order) meta-training, {ITERATIONS_TO_PROJECT:,} iterations "
+                  f"on {r['device']}: {hours:.1f} h (steps only, no data loading)"
+                  + ("" if r["device"].startswith("cuda") else "; no GPU here: run on CUDA for the GPU projection"))
+    if args.json:
+        meta = {"torch": torch.__version__, "python": platform.python_version(),
+                "date": _dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+                "quick": bool(args.quick)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([{**r, **meta} for r in rows], indent=1))
+        print(f"Wrote {args.json}.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mamlbook.bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def saved_graph_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn()`` runs.
+
+    A ``saved_tensors_hooks`` tally: the graph that second-order MAML must keep until the
+    outer backward, independent of allocator noise (chapter 3 writes it out in full).
+    """
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+if __name__ == "__main__":
+    sys.exit(main())

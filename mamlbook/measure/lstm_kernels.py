@@ -1,0 +1,189 @@
+"""Second-order MAML through an LSTM: which kernels work, how fast, and is the gradient right.
+
+    python -m mamlbook.rnn_check [--device cuda|cpu] [--steps 30] [--json PATH]
+
+Chapter 9's measurement (run on a GPU with the device tool; on a CPU it runs the same rows
+that make sense there). Workload: :class:`~mamlbook.sequence.LSTMRegressor` (LSTM 1→40,
+linear 40→1), meta-batch 25 sinusoid-walk tasks, K = 10 support + 10 query walks of length
+5, one inner step at α = 0.01 (chapter 9's settings). Rows:
+
+- ``naive-cudnn``: the textbook second-order step (``autograd.grad(create_graph=True)``,
+  then backward) through ``nn.LSTM`` with cuDNN on: expected to fail on CUDA, and the
+  error is recorded.
+- ``mamlbook``: :func:`mamlbook.maml.meta_backward` — the inner loop on PyTorch's native RNN
+  kernels, the query pass on cuDNN (see :mod:`mamlbook.rnn`).
+- ``no-cudnn``: the same with cuDNN off for the whole step.
+- ``first-order``: FOMAML with cuDNN everywhere (no second derivative needed).
+- ``hand-vmap`` / ``hand-loop``: :class:`~mamlbook.sequence.HandLSTM`, tasks batched with
+  ``vmap`` or looped.
+
+Each row's meta-gradient (float32 on the device) is compared with a float64 CPU reference on
+the same data and weights: ``grad_rel_err`` = ‖g − g_ref‖ / ‖g_ref‖ (the FOMAML row differs
+by design: it is a different gradient). Timing: median ms of ``--steps`` synchronised steps
+after 3 warm-up steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..runs import write_json
+from .gpu_speed import environment
+from ..maml import meta_backward
+from ..rnn import cudnn_disabled
+from ..sequence import LSTMRegressor, WalkConfig, sample_walk_tasks
+
+CFG = WalkConfig()
+
+
+def _batch(device, dtype, seed=0):
+    b = sample_walk_tasks(CFG.meta_batch_size, CFG.k_shot, generator=torch.Generator().manual_seed(seed))
+    return [t.to(device=device, dtype=dtype) for t in (b.x_support, b.y_support, b.x_query, b.y_query)]
+
+
+def naive_second_order(model, params, xs, ys, xq, yq, inner_lr):
+    """The step a reader writes first: per task, grad(create_graph=True), then one backward."""
+    total = 0.0
+    for i in range(xs.shape[0]):
+        loss = F.mse_loss(functional_call(model, params, (xs[i],)), ys[i])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        adapted = {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
+        total = total + F.mse_loss(functional_call(model, adapted, (xq[i],)), yq[i])
+    (total / xs.shape[0]).backward()
+
+
+def _step_fn(row: str):
+    kw = dict(inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps)
+    if row == "naive-cudnn":
+        return lambda m, p, b: naive_second_order(m, p, *b, CFG.inner_lr)
+    if row == "no-cudnn":
+        def step(m, p, b):
+            with cudnn_disabled():
+                meta_backward(m, p, *b, **kw)
+        return step
+    if row == "first-order":
+        return lambda m, p, b: meta_backward(m, p, *b, first_order=True, **kw)
+    if row == "hand-vmap":
+        return lambda m, p, b: meta_backward(m, p, *b, batched=True, **kw)
+    return lambda m, p, b: meta_backward(m, p, *b, batched=False, **kw)   # mamlbook, hand-loop
+
+
+ROWS = {"naive-cudnn": "torch", "mamlbook": "torch", "no-cudnn": "torch", "first-order": "torch",
+        "hand-vmap": "hand", "hand-loop": "hand"}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _grads(model):
+    return torch.cat([p.grad.detach().double().flatten().cpu() for p in model.parameters()])
+
+
+def reference_gradient(state: dict, lstm: str, first_order: bool = False) -> torch.Tensor:
+    """The meta-gradient in float64 on the CPU (native RNN kernels) for the same weights and data."""
+    model = LSTMRegressor(lstm=lstm).double()
+    model.load_state_dict(state)
+    meta_backward(model, dict(model.named_parameters()), *_batch("cpu", torch.float64),
+                  inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps, first_order=first_order,
+                  batched=False)
+    return _grads(model)
+
+
+def run_row(row: str, device: torch.device, steps: int, state: dict) -> dict:
+    lstm = ROWS[row]
+    model = LSTMRegressor(lstm=lstm).to(device)
+    model.load_state_dict(state)
+    params = dict(model.named_parameters())
+    batch = _batch(device, torch.float32)
+    step = _step_fn(row)
+    out = {"row": row, "lstm": "nn.LSTM" if lstm == "torch" else "HandLSTM", "device": device.type}
+    try:
+        model.zero_grad(set_to_none=True)
+        step(model, params, batch)
+        _sync(device)
+    except Exception as err:                      # noqa: BLE001 — the failure is the finding
+        return {**out, "status": "error", "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+    ref = reference_gradient(state, lstm, first_order=row == "first-order")
+    g = _grads(model)
+    out["grad_rel_err"] = ((g - ref).norm() / ref.norm()).item()
+    for _ in range(2):
+        step(model, params, batch)
+    times = []
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        t0 = time.perf_counter()
+        step(model, params, batch)
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {**out, "status": "ok", "ms_median": statistics.median(times), "steps": steps}
+
+
+def float64_exactness(device: torch.device) -> float | None:
+    """‖g − g_cpu‖/‖g_cpu‖ of :func:`meta_backward` through ``nn.LSTM`` in float64 on ``device``."""
+    if device.type == "cpu":
+        return None
+    torch.manual_seed(0)
+    model = LSTMRegressor(lstm="torch").double()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = reference_gradient(state, "torch")
+    model = model.to(device)
+    meta_backward(model, dict(model.named_parameters()), *_batch(device, torch.float64),
+                  inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps, batched=False)
+    return ((_grads(model) - ref).norm() / ref.norm()).item()
+
+
+def run(device="cuda", steps: int = 30) -> dict:
+    device = torch.device(device)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in LSTMRegressor(lstm="torch").double().state_dict().items()}
+    rows = [r for r in ROWS if device.type == "cuda" or r not in ("naive-cudnn", "no-cudnn")]
+    result = {"environment": environment(device), "config": vars(CFG), "rows": []}
+    for r in rows:
+        row = run_row(r, device, steps, {k: v.float() for k, v in state.items()})
+        print(json.dumps(row), flush=True)
+        result["rows"].append(row)
+    result["float64_rel_err_vs_cpu"] = float64_exactness(device)
+    print("float64 mamlbook on", device.type, "vs CPU:", result["float64_rel_err_vs_cpu"], flush=True)
+    return result
+
+
+def format_table(result: dict) -> str:
+    env = result["environment"]
+    lines = [f"{env['device_name']}, torch {env['torch']}, {env['date'][:10]}; `python -m mamlbook.rnn_check`",
+             "", "| row | LSTM | ms/meta-step (median) | meta-gradient rel. err vs float64 CPU |",
+             "|---|---|---|---|"]
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['row']} | {r['lstm']} | fails: {r['error']} | — |")
+        else:
+            lines.append(f"| {r['row']} | {r['lstm']} | {r['ms_median']:.1f} | {r['grad_rel_err']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mamlbook.rnn_check", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=30, help="timed meta-steps per row")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    result = run(args.device, args.steps)
+    result["markdown"] = format_table(result)
+    print(result["markdown"])
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""A meta-learning problem: the model to build, the training task stream, fixed validation and test tasks.
+
+One :class:`Problem` serves the command line, chapter 8's race and the recipes, for the sinusoids
+(chapter 2) and for N-way K-shot classification (chapters 6–7). Its task sets are drawn from
+seeded generators, so every learner and every run sees the very same validation and test tasks;
+:func:`evaluate_learner` scores a learner on them (query MSE, or accuracy in %, after 0…n steps
+of the learner's own adaptation), with 95% CIs of 1.96·std/√n as the official MAML code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conv import miniimagenet_conv4, omniglot_conv4
+from .data import EpisodeSampler
+from .evaluate import mean_ci95
+from .models import SinusoidMLP
+from .sinusoid import EVAL_SEED
+from .tasks import sample_sinusoid_tasks
+from .train import Batch
+
+__all__ = ["TaskSet", "Problem", "score", "metric_fn", "summarize_scores", "evaluate_learner",
+           "sinusoid_problem", "fewshot_problem", "make_model", "make_sampler"]
+
+
+@dataclass
+class TaskSet:
+    """``num_tasks`` fixed tasks, drawn ``chunk`` at a time from a generator seeded with ``seed``.
+
+    Drawn anew on each pass (the same tensors every time), so 600 mini-ImageNet tasks never sit
+    in memory at once.
+    """
+
+    draw: Callable[[int, torch.Generator], Batch]
+    num_tasks: int
+    seed: int
+    chunk: int = 25
+
+    def batches(self) -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(self.seed)
+        done = 0
+        while done < self.num_tasks:
+            t = min(self.chunk, self.num_tasks - done)
+            yield self.draw(t, gen)
+            done += t
+
+
+@dataclass
+class Problem:
+    """What a learner trains and is tested on.
+
+    Attributes:
+        name: "sinusoid", "omniglot" or "miniimagenet" (picks the per-algorithm settings).
+        kind: "regression" or "classification".
+        make_model: builds a fresh network (call it after seeding).
+        sample: draws one training meta-batch (x_s, y_s, x_q, y_q) from a generator.
+        tests: the fixed test tasks by protocol name (e.g. "5 queries/class").
+        val: the fixed meta-validation tasks (None: no model selection).
+        meta_lr: Adam's β.
+        note: said with every result (e.g. that the data is a FAKE stand-in).
+    """
+
+    name: str
+    kind: str
+    make_model: Callable[[], nn.Module]
+    sample: Callable[[torch.Generator], Batch]
+    tests: dict[str, TaskSet]
+    val: TaskSet | None = None
+    meta_lr: float = 1e-3
+    note: str = ""
+
+    @property
+    def metric(self) -> str:
+        return "query MSE" if self.kind == "regression" else "query accuracy (%)"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind == "classification"
+
+    @property
+    def test(self) -> Batch:
+        """The first protocol's test tasks as one batch (chapter 8's race)."""
+        return _concat(list(next(iter(self.tests.values())).batches()))
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    return tuple(torch.cat([b[i] for b in batches]) for i in range(4))
+
+
+def metric_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One task's metric as a tensor: MSE, or accuracy in percent."""
+    if kind == "regression":
+        return F.mse_loss
+    return lambda logits, labels: 100.0 * (logits.argmax(dim=-1) == labels).to(logits.dtype).mean()
+
+
+def score(kind: str, prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """One task's metric: query MSE ("regression") or accuracy in percent ("classification")."""
+    if kind == "regression":
+        return F.mse_loss(prediction, target).item()
+    return 100.0 * (prediction.argmax(dim=-1) == target).double().mean().item()
+
+
+def summarize_scores(per_task: torch.Tensor) -> dict:
+    """Mean, 95% CI, median and the number of diverged tasks (a non-finite metric counts as +∞)."""
+    per_task = per_task.double()
+    finite = torch.isfinite(per_task)
+    per_task = torch.where(finite, per_task, torch.tensor(float("inf"), dtype=per_task.dtype))
+    mean, ci = mean_ci95(per_task) if bool(finite.all()) else (float("inf"), float("nan"))
+    return {"mean": mean, "ci95": ci, "median": per_task.median().item(), "num_tasks": len(per_task),
+            "diverged": int((~finite).sum())}
+
+
+def evaluate_learner(learner, tasks: TaskSet, kind: str, *, steps: list[int] | None = None,
+                     inner_lr: float | None = None) -> dict:
+    """Score ``learner`` on ``tasks`` after each number of adaptation steps in ``steps``.
+
+    Returns {"steps", "mean", "ci95", "median", "diverged" (lists aligned with steps), "num_tasks",
+    "test_steps", "metric"}. ``steps`` defaults to [0, …, test_steps] for MAML and first-order MAML
+    (one incremental curve) and [test_steps] for the others; ``inner_lr`` replaces the training α.
+    """
+    if steps is None:
+        steps = learner.default_eval_steps()
+    tables = [learner.score_tasks(*b, steps=steps, inner_lr=inner_lr, metric=metric_fn(kind)).cpu()
+              for b in tasks.batches()]
+    table = torch.cat(tables).double()                                     # (tasks, len(steps))
+    cols = [summarize_scores(table[:, i]) for i in range(len(steps))]
+    return {"metric": "query MSE" if kind == "regression" else "query accuracy (%)",
+            "test_steps": learner.test_steps, "num_tasks": table.shape[0], "steps": list(steps),
+            **{k: [c[k] for c in cols] for k in ("mean", "ci95", "median", "diverged")}}
+
+
+def make_model(cfg) -> nn.Module:
+    """The paper's Conv4 for the config's dataset (64 filters Omniglot, 32 mini-ImageNet)."""
+    if cfg.dataset == "omniglot":
+        return omniglot_conv4(cfg.n_way, filters=cfg.filters or 64)
+    return miniimagenet_conv4(cfg.n_way, filters=cfg.filters or 32)
+
+
+def make_sampler(split, cfg, k_query: int | None = None, device=None):
+    """An :class:`~mamlbook.data.EpisodeSampler` for ``split`` with the config's N, K (and Q)."""
+    return EpisodeSampler(split, cfg.n_way, cfg.k_shot, cfg.k_query if k_query is None else k_query,
+                          device=device)
+
+
+def sinusoid_problem(*, k_shot: int = 10, meta_batch_size: int = 25, num_test_tasks: int = 600,
+                     init: str = "pytorch", k_test: list[int] | None = None) -> Problem:
+    """The paper's sinusoids (chapter 2): Q = K query points; test tasks from ``EVAL_SEED`` (chapter 2's).
+
+    ``k_test``: the support sizes K to test at (default: the training K), one protocol each.
+    """
+    def draw(k):
+        def fn(n, gen):
+            b = sample_sinusoid_tasks(n, k, generator=gen)
+            return b.x_support, b.y_support, b.x_query, b.y_query
+        return fn
+    tests = {f"K={k}": TaskSet(draw(k), num_test_tasks, EVAL_SEED, chunk=num_test_tasks)
+             for k in (k_test or [k_shot])}
+    train = draw(k_shot)
+    return Problem("sinusoid", "regression", lambda: SinusoidMLP(init=init),
+                   lambda gen: train(meta_batch_size, gen), tests)
+
+
+def fewshot_problem(cfg, splits: dict, *, device=None, num_test_tasks: int | None = None, test_seed: int = 0,
+                    validate: bool = True) -> Problem:
+    """N-way K-shot classification from a :class:`~mamlbook.fewshot.FewShotConfig` and its splits.
+
+    Training and validation use ``cfg.k_query`` queries per class; validation draws ``cfg.val_tasks``
+    tasks from ``splits["val"]`` with seed ``cfg.seed + 1``; the meta-test draws ``num_test_tasks``
+    (default ``cfg.test_tasks``) from ``splits["test"]`` with ``test_seed`` under each protocol: Q = K
+    queries per class (Omniglot's official protocol), and for mini-ImageNet also Q = 15.
+    """
+    def draw(split, q=None):
+        sampler = make_sampler(splits[split], cfg, k_query=q, device=device)
+
+        def fn(n, gen):
+            e = sampler.sample(n, gen)
+            return e.x_support, e.y_support, e.x_query, e.y_query
+        return fn
+    train = draw("train")
+    val = (TaskSet(draw("val"), cfg.val_tasks, cfg.seed + 1) if validate and "val" in splits else None)
+    tests = {}
+    if "test" in splits:
+        queries = [cfg.k_shot] + ([15] if cfg.dataset == "miniimagenet" and cfg.k_shot != 15 else [])
+        tests = {f"{q} queries/class": TaskSet(draw("test", q), num_test_tasks or cfg.test_tasks, test_seed)
+                 for q in queries}
+    fake = any(getattr(s, "fake", False) for s in splits.values())
+    return Problem(cfg.dataset, "classification", lambda: make_model(cfg),
+                   lambda gen: train(cfg.meta_batch_size, gen), tests, val, meta_lr=cfg.meta_lr,
+                   note="FAKE data (a generated stand-in)" if fake else "")

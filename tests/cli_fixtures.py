@@ -1,0 +1,117 @@
+"""Helpers for the command-line tests (tests/test_cli*.py, tests/test_resume.py).
+
+They run the real command line, ``mamlbook.cli.main(argv)``, in this process (a subprocess costs
+seconds of imports per call) with tiny settings, and read back what a run left on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import torch
+
+from mamlbook.cli import main
+from mamlbook.presets import PRESETS
+from mamlbook.runs import load_checkpoint
+
+# The smallest runs that still exercise everything: 3 meta-test tasks, no progress bar, no
+# torch.compile (a one-off ~40 s), CPU.
+TINY = ["--eval-tasks", "3", "--no-progress", "--no-compile", "--device", "cpu"]
+SINE = ["--preset", "sinusoid"]
+
+
+def omniglot(data) -> list[str]:
+    """The 5-way 1-shot Omniglot preset on the two small background sets in ``data``, meta-batch 2."""
+    return ["--preset", "omniglot-5w1s", "--split", "small", "--data", str(data), "--meta-batch-size", "2"]
+
+
+@dataclasses.dataclass
+class Result:
+    """What one command printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+def cli(*argv) -> Result:
+    """``python -m mamlbook *argv`` in this process: exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def train(out, *flags) -> Result:
+    """``train --out OUT`` with the tiny settings and ``flags`` (which must name the preset)."""
+    return cli("train", "--out", out, *TINY, *flags)
+
+
+def metrics(out) -> dict:
+    """OUT/metrics.json, parsed as strict JSON (NaN or Infinity in the file is an error)."""
+    def refuse(constant):
+        raise ValueError(f"metrics.json holds {constant}, which is not JSON")
+    return json.loads((Path(out) / "metrics.json").read_text(), parse_constant=refuse)
+
+
+def tensors(state, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a nested dict (a checkpoint's learner state: model and extra), by dotted path."""
+    found = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            found.update(tensors(value, f"{prefix}{key}."))
+        elif isinstance(value, torch.Tensor):
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def learner_tensors(path) -> dict[str, torch.Tensor]:
+    """The learner state of the checkpoint at ``path``: θ ("model.*") and meta-learned extras ("extra.*")."""
+    return tensors(load_checkpoint(path)["learner"])
+
+
+def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    """Names whose tensors are not bit-identical (or present in only one of ``a`` and ``b``)."""
+    return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not torch.equal(a[k], b[k]))
+
+
+class SimulatedCrash(BaseException):
+    """The process died (a BaseException, like KeyboardInterrupt: nothing in mamlbook catches it)."""
+
+
+def crash_after_checkpoint(monkeypatch, iteration: int) -> None:
+    """Kill training right after the loop has written ``checkpoint.pt`` for ``iteration``."""
+    import mamlbook.train
+    save = mamlbook.train.save_checkpoint
+
+    def save_then_crash(path, state):
+        written = save(path, state)
+        if Path(path).name == "checkpoint.pt" and state["iteration"] == iteration:
+            raise SimulatedCrash(f"killed after the checkpoint of iteration {iteration}")
+        return written
+    monkeypatch.setattr(mamlbook.train, "save_checkpoint", save_then_crash)
+
+
+def record_checkpoints(monkeypatch) -> list[tuple[str, int]]:
+    """A list that fills with (file name, iteration) for every checkpoint the loop writes."""
+    import mamlbook.train
+    save, written = mamlbook.train.save_checkpoint, []
+
+    def save_and_record(path, state):
+        written.append((Path(path).name, state["iteration"]))
+        return save(path, state)
+    monkeypatch.setattr(mamlbook.train, "save_checkpoint", save_and_record)
+    return written
+
+
+def small_validation(monkeypatch, preset: str = "omniglot-5w1s", val_tasks: int = 10) -> None:
+    """Validate ``preset`` on ``val_tasks`` tasks instead of its 200 (10 s per validation of MAML on one core).
+
+    Only the size of the fixed validation set changes; everything the tests check about
+    validation (when it runs, best.pt, resuming) is the same for any size.
+    """
+    p = PRESETS[preset]
+    monkeypatch.setitem(PRESETS, preset, dataclasses.replace(p, config=p.config.replace(val_tasks=val_tasks)))
