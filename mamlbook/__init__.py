@@ -35,11 +35,17 @@ does the same thing. Modules, one job each:
 - ``gpu_check``, ``rnn_check``, ``amp_check``, ``precision_check``  the GPU measurements
 - ``cli``         ``python -m mamlbook train|evaluate|bench`` (``cli_fewshot``, ``cli_algorithms``)
 """
+from .algorithms import ALGORITHMS, make_algorithm
 from .config import banner, fast_mode, pick, seed_everything
 from .evaluate import EvalResult, adaptation_curve, mean_ci95, summarize
 from .maml import adapt, batched_adapt, meta_backward, meta_loss
 from .models import SinusoidMLP, params_of
 from .tasks import SinusoidBatch, sample_sinusoid_tasks
-from .train import History, meta_train, pretrain
+from .train import History, fit, meta_train, pretrain
 
-__version__ = "0.1.0"
+__all__ = ["banner", "fast_mode", "pick", "seed_everything", "EvalResult", "adaptation_curve", "mean_ci95",
+           "summarize", "adapt", "batched_adapt", "meta_backward", "meta_loss", "SinusoidMLP", "params_of",
+           "SinusoidBatch", "sample_sinusoid_tasks", "History", "meta_train", "pretrain", "fit", "make_algorithm",
+           "ALGORITHMS"]
+
+__version__ = "0.2.0"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["AmpNotSupportedError", "Amp", "tf32_mode"]
 
 class AmpNotSupportedError(ValueError):
     """``--amp`` was asked for where mixed precision cannot run."""

@@ -32,6 +32,9 @@ from .maml import adapt, meta_loss
 from .models import SinusoidMLP
 from .tasks import sample_sinusoid_tasks
 
+__all__ = ["INNER_LR", "RTOL", "ATOL", "check_inner_loop", "check_meta_gradient", "check_ci95",
+           "check_reptile_update", "check_episode_sampler"]
+
 INNER_LR = 0.01          # α of the paper's sinusoid experiments
 RTOL, ATOL = 1e-6, 1e-9  # float64: an honest implementation agrees to ~1e-12
 
@@ -173,8 +176,7 @@ def _plain_steps(model, params, x, y, lr, steps, *, loss="mean", frozen_grad=Fal
 
 # ----------------------------------------------------------------------------- inner loop
 @_keeps_rng
-def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = False,
-                     seed: int = 0) -> None:
+def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = False, seed: int = 0) -> None:
     """Check ``fn(model, params, x_support, y_support, inner_lr) → θ'`` against :func:`mamlbook.maml.adapt`.
 
     Args:
@@ -186,8 +188,7 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
         model, params, (xs, ys, xq, yq) = _sinusoid_setup(seed + trial, 1, k_shot)
         xs, ys, xq, yq = xs[0], ys[0], xq[0], yq[0]                         # (K, 1) each
         names = list(params)
-        got = _params_dict(check, _call(check, fn, model, params, xs, ys, INNER_LR),
-                           names, "the returned θ'")
+        got = _params_dict(check, _call(check, fn, model, params, xs, ys, INNER_LR), names, "the returned θ'")
         expected = adapt(model, params, xs, ys, inner_lr=INNER_LR, inner_steps=inner_steps,
                          first_order=first_order)
         _shape_errors(check, got, expected, "θ'")
@@ -213,8 +214,7 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
                                    "each step's loss with the parameters updated so far",
                                    steps(INNER_LR, frozen_grad=True)))
             raise _explain(check, got, expected, candidates, "θ'")
-        _check_meta_gradient_through(check, model, params, got, (xs, ys, xq, yq),
-                                     inner_steps, first_order)
+        _check_meta_gradient_through(check, model, params, got, (xs, ys, xq, yq), inner_steps, first_order)
     order = "first-order" if first_order else "second-order"
     _passed(check, f"θ' after {inner_steps} step(s) and its {order} gradient w.r.t. θ match "
                    "mamlbook.maml.adapt on 2 random sinusoid tasks (float64)")

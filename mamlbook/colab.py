@@ -1,2 +1,2 @@
 """Moved to :mod:`mamlbook.book.colab` (an alias for one release)."""
-from mamlbook._moved import alias; alias(__name__, "mamlbook.book.colab")  # noqa: E702
+from mamlbook._moved import alias; alias(__name__, "mamlbook.book.colab")  # noqa: E702, I001

@@ -30,11 +30,11 @@ import contextlib
 import hashlib
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+
 from . import problems
 from .algorithms import ALGORITHMS, make_algorithm
 from .config import fast_mode, pick
@@ -42,6 +42,9 @@ from .fewshot import FewShotConfig
 from .plotting import format_ci, markdown_table
 from .problems import Problem, score, summarize_scores
 from .train import Batch, fit
+
+__all__ = ["SETTINGS", "sinusoid_problem", "omniglot_problem", "tasks_digest", "SavedGraphPeak", "Row",
+           "compare", "task_scores", "evaluate", "format_table", "plot_comparison"]
 
 # Settings shared by every algorithm on a problem are the MAML paper's (Finn et al. 2017):
 # sinusoids: K = 10, meta-batch 25, Adam β = 1e-3 (§5.1); Omniglot 5-way 1-shot: meta-batch 32,
@@ -296,7 +299,7 @@ def plot_comparison(rows: Sequence[Row], *, title: str | None = None):
     finite = [math.isfinite(r.mean) for r in rows]         # a diverged row gets no bar, only a label
     ax_metric.bar(names, [r.mean if f else 0.0 for r, f in zip(rows, finite)],
                   yerr=[r.ci95 if f else 0.0 for r, f in zip(rows, finite)], capsize=4, color=colors)
-    for i, (r, f) in enumerate(zip(rows, finite)):
+    for i, f in enumerate(finite):
         if not f:
             ax_metric.annotate("diverged", (i, 0), ha="center", va="bottom", rotation=90, color="red")
     ax_metric.set(ylabel=f"{rows[0].metric} (mean ± 95% CI)",

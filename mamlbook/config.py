@@ -12,6 +12,8 @@ import random
 import numpy as np
 import torch
 
+__all__ = ["FAST_ENV", "fast_mode", "pick", "banner", "seed_everything"]
+
 FAST_ENV = "MAMLBOOK_FAST"
 
 

@@ -42,6 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["BN_EPS", "reference_batch_norm", "batch_norm_reference", "batch_norm", "BatchNorm", "ConvBlock",
+           "Conv4", "omniglot_conv4", "miniimagenet_conv4", "has_native_batchnorm", "has_batchnorm"]
+
 BN_EPS = 1e-3  # tf.contrib.layers.batch_norm's default epsilon, used by the official MAML code
 
 
@@ -98,8 +101,7 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
         return batch_norm_reference(x, weight, bias, eps)
     if weight is None:  # the native double backward needs a weight tensor: use a constant 1,
         # in the shift's dtype: under autocast x is bf16/fp16 while the parameters stay fp32.
-        weight = torch.ones(x.shape[1], dtype=bias.dtype if bias is not None else x.dtype,
-                            device=x.device)
+        weight = torch.ones(x.shape[1], dtype=bias.dtype if bias is not None else x.dtype, device=x.device)
     return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from .maml import LossFn, Params, batched_losses, check_inner, grads_of, resolve_batched, sgd_step
-from torch.func import functional_call
+
+__all__ = ["NUM_TEST_TASKS", "EvalResult", "mean_ci95", "summarize", "adaptation_curve"]
 
 NUM_TEST_TASKS = 600  # as in the official code's NUM_TEST_POINTS
 

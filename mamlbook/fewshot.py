@@ -35,6 +35,9 @@ from .problems import evaluate_learner, fewshot_problem, make_model, make_sample
 from .runs import load_checkpoint
 from .train import fit
 
+__all__ = ["SMALL_VAL_ALPHABETS", "FewShotConfig", "accuracy", "load_splits", "evaluate_accuracy",
+           "FewShotRun", "maml_learner", "train_fewshot", "meta_test", "random_init_baseline"]
+
 SMALL_VAL_ALPHABETS = ("Early_Aramaic",)  # small1's alphabet held out as meta-val (a Vinyals val alphabet)
 
 

@@ -18,6 +18,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 from .conv import has_native_batchnorm, reference_batch_norm
 from .maml import LossFn, Params, check_inner
 
+__all__ = ["make_meta_grad"]
 
 def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
                    loss_fn: LossFn = F.mse_loss, first_order: bool = False,

@@ -23,6 +23,11 @@ from torch.func import functional_call, vmap
 from .conv import has_batchnorm
 from .rnn import has_rnn, inner_loop_rnn_context
 
+__all__ = ["Params", "LossFn", "check_inner", "grads_of", "sgd_step", "adapt", "StepFn", "inner_loop",
+           "expand_tasks", "batched_inner_loop", "resolve_batched", "batched_adapt", "batched_losses",
+           "TaskLoss", "mean_task_loss", "backward_per_task", "meta_loss", "task_query_loss",
+           "meta_backward"]
+
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["SinusoidMLP", "params_of"]
 
 class SinusoidMLP(nn.Sequential):
     """The paper's regression network: 1-40-40-1 with ReLU (Finn et al. 2017, Section 5.1).

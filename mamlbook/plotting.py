@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib import ticker
 import torch
+from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
@@ -21,6 +21,10 @@ from .evaluate import EvalResult
 from .maml import adapt
 from .tasks import INPUT_RANGE, SinusoidBatch, sinusoid
 from .train import History
+
+__all__ = ["METHOD_COLORS", "TRUTH_COLOR", "predict", "plot_tasks", "plot_model", "adapted_params",
+           "plot_adaptation", "plot_learning_curve", "plot_adaptation_curves", "plot_adaptation_curves_by_k",
+           "format_ci", "markdown_table"]
 
 # Colours as in the paper's figures (MAML green, pretrained blue, oracle red) where the
 # method's name starts with one of these words; other methods take the default cycle.
@@ -42,8 +46,7 @@ def _log_y(ax: Axes) -> None:
     """Log-scaled y axis labelled with plain numbers (0.5, 2, 3) rather than 2×10⁰."""
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False,
-                                                     minor_thresholds=(2, 0.5)))
+    ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _method_color(name: str):
@@ -157,8 +160,7 @@ def plot_adaptation(model: nn.Module, batch: SinusoidBatch, i: int = 0, *, inner
         label = "pre-update" if s == 0 else f"{s} grad step{'s' if s > 1 else ''}"
         ax.plot(x[:, 0], predict(model, x, thetas[s])[:, 0].float(), linestyle=":", linewidth=2,
                 color=color, alpha=shade, label=label)
-    ax.scatter(xs[:, 0], ys[:, 0], marker="^", color="tab:purple", s=40, zorder=3,
-               label="used for grad")
+    ax.scatter(xs[:, 0], ys[:, 0], marker="^", color="tab:purple", s=40, zorder=3, label="used for grad")
     if title:
         ax.set_title(title)
     return ax
@@ -240,7 +242,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     """A Markdown table (render it with ``IPython.display.Markdown``; it also reads well as text)."""
     if any(len(r) != len(header) for r in rows):
         raise ValueError(f"every row needs {len(header)} cells (one per header entry)")
-    lines = ["| " + " | ".join(str(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)

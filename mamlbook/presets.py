@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from .fewshot import FewShotConfig
 
+__all__ = ["Preset", "OFFICIAL_GRAD_CLIP", "official_clip_in_mean_ce_units", "PRESETS", "get_preset"]
 
 @dataclass(frozen=True)
 class Preset:

@@ -51,7 +51,8 @@ def results_table(paths: list[str | Path]) -> str:
     records = [json.loads(Path(p).read_text()) for p in paths]
     if records and all("mse" in r.get("eval", {}) for r in records):
         return sinusoid_table(paths)
-    rows = ["| preset | algorithm | protocol | metric (± 95% CI) at test steps | iterations | train time | device | date |",
+    rows = ["| preset | algorithm | protocol | metric (± 95% CI) at test steps | iterations | train time "
+            "| device | date |",
             "|---|---|---|---|---:|---:|---|---|"]
     for r in records:
         for protocol, e in r["eval"].items():

@@ -1,2 +1,2 @@
 """Moved to :mod:`mamlbook.algorithms.reptile` (an alias for one release)."""
-from mamlbook._moved import alias; alias(__name__, "mamlbook.algorithms.reptile")  # noqa: E702
+from mamlbook._moved import alias; alias(__name__, "mamlbook.algorithms.reptile")  # noqa: E702, I001

@@ -27,7 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, SinusoidBatch, uniform, sinusoid
+from .tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, SinusoidBatch, sinusoid, uniform
+
+__all__ = ["SEQ_LEN", "MOVE_RANGE", "HIDDEN", "sample_walk_tasks", "walk_end", "walks_ending_at", "HandLSTM",
+           "LSTMRegressor", "WalkConfig", "walk_batches"]
 
 SEQ_LEN = 5             # L: the start and 4 moves
 MOVE_RANGE = (-0.5, 0.5)  # Δ_t: the walk's moves
@@ -132,8 +135,7 @@ class LSTMRegressor(nn.Module):
         lstm: "torch" for ``nn.LSTM`` (cuDNN on GPUs), "hand" for :class:`HandLSTM`.
     """
 
-    def __init__(self, hidden: int = HIDDEN, lstm: str = "torch", input_size: int = 1,
-                 output_size: int = 1):
+    def __init__(self, hidden: int = HIDDEN, lstm: str = "torch", input_size: int = 1, output_size: int = 1):
         super().__init__()
         if lstm == "torch":
             self.lstm = nn.LSTM(input_size, hidden, batch_first=True)

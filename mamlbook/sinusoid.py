@@ -26,6 +26,10 @@ from .models import SinusoidMLP
 from .tasks import SinusoidBatch, sample_sinusoid_tasks
 from .train import History, meta_train, pretrain
 
+__all__ = ["EVAL_SEED", "STEP_SIZE_SEED", "PRETRAIN_STEP_SIZES", "SinusoidConfig", "task_stream",
+           "train_maml", "eval_tasks", "evaluate_model", "OracleMLP", "train_oracle", "evaluate_oracle",
+           "train_pretrained", "tune_step_size"]
+
 EVAL_SEED = 2017          # the 600 meta-test tasks: the same for every model, so comparisons are paired
 STEP_SIZE_SEED = 2018     # separate tasks on which the pretrained baseline's fine-tuning step is tuned
 PRETRAIN_STEP_SIZES = (0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.3)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["AMP_RANGE", "PHASE_RANGE", "INPUT_RANGE", "SinusoidBatch", "uniform", "sinusoid",
+           "sample_sinusoid_tasks"]
+
 # The paper's ranges (Section 5.1; cbfinn/maml data_generator.py uses the same numbers).
 AMP_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)

@@ -5,15 +5,23 @@ import time
 
 import pytest
 import torch
+from data_fixtures import SHARED_DATA, needs_omniglot
 from torch.func import functional_call
 
-from data_fixtures import SHARED_DATA, needs_omniglot
 from mamlbook.amp import Amp, AmpNotSupportedError
-from mamlbook.runs import load_checkpoint
 from mamlbook.data import ClassImages
-from mamlbook.fewshot import (FewShotConfig, accuracy, evaluate_accuracy, load_splits, make_model,
-                              make_sampler, random_init_baseline, train_fewshot)
+from mamlbook.fewshot import (
+    FewShotConfig,
+    accuracy,
+    evaluate_accuracy,
+    load_splits,
+    make_model,
+    make_sampler,
+    random_init_baseline,
+    train_fewshot,
+)
 from mamlbook.maml import adapt
+from mamlbook.runs import load_checkpoint
 
 TINY = FewShotConfig(split="small", n_way=3, k_shot=1, k_query=2, meta_batch_size=2, inner_lr=0.5,
                      test_inner_steps=2, filters=4, iterations=6, val_every=2, val_tasks=4,
@@ -68,7 +76,7 @@ def test_resume_reads_the_checkpoint_onto_the_cpu_whatever_the_training_device(t
                                                                                  monkeypatch):
     # Found on an H200: loading onto CUDA made the saved RNG states CUDA tensors, and
     # torch.set_rng_state refused them ("RNG state must be a torch.ByteTensor").
-    import mamlbook.train as train        # the one loop does the resuming
+    import mamlbook.train as train  # the one loop does the resuming
     seen = []
     real = train.load_checkpoint
     monkeypatch.setattr(train, "load_checkpoint",
@@ -185,6 +193,7 @@ def test_compiled_meta_step_path_gives_the_default_paths_meta_gradient_in_float6
     # cfg.compile uses mamlbook.functional.make_meta_grad (torch.func, all tasks under vmap);
     # checked here uncompiled, in float64, against meta_backward's per-task loop.
     import torch.nn.functional as F
+
     from mamlbook.fewshot import maml_learner
     from mamlbook.functional import make_meta_grad
     from mamlbook.maml import meta_backward

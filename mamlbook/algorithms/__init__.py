@@ -37,7 +37,16 @@ from torch import nn
 from ..errors import OptionError
 from ..maml import Params
 from .anil import ANIL
-from .base import FOMAML, MAML, PROBLEMS, AdaptedModel, Algorithm, Predictor, default_head, make_meta_optimizer
+from .base import (
+    FOMAML,
+    MAML,
+    PROBLEMS,
+    AdaptedModel,
+    Algorithm,
+    Predictor,
+    default_head,
+    make_meta_optimizer,
+)
 from .mamlpp import MAMLPlusPlus
 from .metasgd import MetaSGD
 from .protonet import ProtoNet

@@ -27,10 +27,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..maml import (LossFn, Params, backward_per_task, batched_inner_loop, batched_losses, check_inner,
-                    expand_tasks, inner_loop, mean_task_loss, resolve_batched, sgd_step)
-
+from ..maml import (
+    LossFn,
+    Params,
+    backward_per_task,
+    batched_inner_loop,
+    batched_losses,
+    check_inner,
+    expand_tasks,
+    inner_loop,
+    mean_task_loss,
+    resolve_batched,
+    sgd_step,
+)
 from .base import Algorithm, default_head
+
+__all__ = ["HeadSpec", "split_head", "adapt_head", "batched_adapt_head", "anil_task_query_loss",
+           "anil_meta_loss", "anil_meta_backward", "ANIL"]
 
 HeadSpec = str | tuple[str, ...]
 

@@ -25,7 +25,10 @@ from torch.func import functional_call
 
 from ..amp import Amp, tf32_mode
 from ..errors import OptionError
-from ..maml import LossFn, Params, adapt as maml_adapt, meta_backward, meta_loss
+from ..evaluate import adaptation_curve
+from ..functional import make_meta_grad
+from ..maml import LossFn, Params, meta_backward, meta_loss
+from ..maml import adapt as maml_adapt
 
 __all__ = ["PROBLEMS", "Predictor", "Algorithm", "AdaptedModel", "MAML", "FOMAML", "default_head",
            "make_meta_optimizer", "refuse_test_lr"]
@@ -215,7 +218,6 @@ class Algorithm:
                              first_order=self.first_order, batched=self.batched)
 
     def _compiled_meta_grad(self):
-        from ..functional import make_meta_grad
         return make_meta_grad(self.model, inner_lr=self.inner_lr, inner_steps=self.inner_steps,
                               loss_fn=self.loss_fn, first_order=self.first_order, compile=True)
 
@@ -272,8 +274,7 @@ class MAML(Algorithm):
         return list(range(max(10, self.test_steps) + 1))
 
     def score_tasks(self, x_s, y_s, x_q, y_q, *, steps, metric, inner_lr=None):
-        """As :meth:`Algorithm.score_tasks`, by one incremental SGD curve (:func:`~mamlbook.evaluate.adaptation_curve`)."""
-        from ..evaluate import adaptation_curve
+        """As :meth:`Algorithm.score_tasks`, by one incremental SGD curve (``evaluate.adaptation_curve``)."""
         curve = adaptation_curve(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=inner_lr or self.inner_lr,
                                  max_steps=max(steps), loss_fn=self.loss_fn, metric_fn=metric)
         return curve[:, list(steps)].double()                                  # (T, len(steps))

@@ -28,11 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import OptionError
 from ..maml import LossFn, Params, backward_per_task, grads_of, mean_task_loss
 from ..rnn import inner_loop_rnn_context
-from ..errors import OptionError
-from .base import Algorithm, refuse_test_lr as _refuse_test_lr
+from .base import Algorithm
+from .base import refuse_test_lr as _refuse_test_lr
 from .mamlpp_bn import bn_at_step, check_step_bn, init_per_step_bn, without_bn
+
+__all__ = ["MSL_MIN_NON_FINAL", "multi_step_loss_weights", "use_first_order", "init_per_step_lrs",
+           "adapt_per_step", "mamlpp_task_loss", "mamlpp_meta_loss", "mamlpp_meta_backward",
+           "cosine_meta_lr_scheduler", "MAMLPlusPlus"]
 
 MSL_MIN_NON_FINAL = 0.03  # × 1/N: the floor of every non-final step's weight in the authors' code
 

@@ -36,6 +36,8 @@ from torch import nn
 
 from ..conv import BatchNorm
 
+__all__ = ["Params", "bn_param_names", "without_bn", "init_per_step_bn", "check_step_bn", "bn_at_step"]
+
 Params = dict[str, torch.Tensor]
 
 

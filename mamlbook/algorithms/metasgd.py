@@ -20,11 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..maml import (LossFn, Params, backward_per_task, batched_inner_loop, batched_losses, expand_tasks, inner_loop,
-                    mean_task_loss, resolve_batched)
+from ..maml import (
+    LossFn,
+    Params,
+    backward_per_task,
+    batched_inner_loop,
+    batched_losses,
+    expand_tasks,
+    inner_loop,
+    mean_task_loss,
+    resolve_batched,
+)
+from .base import Algorithm
+from .base import refuse_test_lr as _refuse_test_lr
 
-from .base import Algorithm, refuse_test_lr as _refuse_test_lr
-
+__all__ = ["init_inner_lrs", "metasgd_step", "metasgd_adapt", "batched_metasgd_adapt",
+           "metasgd_task_query_loss", "metasgd_meta_loss", "metasgd_meta_backward", "MetaSGD"]
 
 def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None = None,
                    high: float | None = None, generator: torch.Generator | None = None) -> Params:

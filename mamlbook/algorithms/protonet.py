@@ -23,17 +23,18 @@ params dict like the rest of the package.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-import copy
-
 from ..errors import OptionError
 from ..maml import Params
 from .base import Algorithm, Predictor, default_head
 
+__all__ = ["prototypes", "proto_logits", "task_logits", "protonet_loss", "protonet_accuracy", "ProtoNet"]
 
 def prototypes(emb_support: torch.Tensor, y_support: torch.Tensor, n_way: int | None = None) -> torch.Tensor:
     """Mean support embedding of each class: (S, D) embeddings, (S,) labels 0..N−1 → (N, D).

@@ -20,6 +20,7 @@ from torch import nn
 from ..maml import LossFn, Params, adapt, batched_adapt, resolve_batched
 from .base import Algorithm
 
+__all__ = ["adapted_parameters", "reptile_gradient", "reptile_step", "Reptile"]
 
 def adapted_parameters(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
                        inner_lr: float, inner_steps: int, loss_fn: LossFn = F.mse_loss,
