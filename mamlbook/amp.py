@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import OptionError
+
 __all__ = ["AmpNotSupportedError", "Amp", "tf32_mode"]
 
-class AmpNotSupportedError(ValueError):
+class AmpNotSupportedError(OptionError):
     """``--amp`` was asked for where mixed precision cannot run."""
 
 

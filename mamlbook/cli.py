@@ -197,6 +197,8 @@ def cfg_family(cfg) -> str:
 def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, test_seed: int = 0):
     """The :class:`~mamlbook.problems.Problem` of a run's settings (loads the data: errors say where to get it)."""
     if isinstance(cfg, SinusoidConfig):
+        if data is not None:
+            raise OptionError("--data: only for the classification presets, not sinusoid")
         return sinusoid_problem(k_shot=cfg.k_shot, meta_batch_size=cfg.meta_batch_size,
                                 num_test_tasks=num_test_tasks, init=cfg.init)
     return fewshot_problem(cfg, load_splits(cfg, data), device=device, num_test_tasks=num_test_tasks,
@@ -220,6 +222,9 @@ def train(args) -> dict:
                             test_seed=args.seed)                      # data first: a refused run writes nothing
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         raise OptionError(f"--resume: no {args.out / 'checkpoint.pt'} to continue; train without --resume first")
+    if not args.resume and (args.out / "checkpoint.pt").exists():
+        raise OptionError(f"{args.out} already holds a run (checkpoint.pt): continue it with --resume, or train "
+                          "into a new --out (nothing was overwritten)")
     torch.manual_seed(cfg.seed)
     learner = make_algorithm(args.algorithm, problem.make_model().to(device), problem=problem.kind, **options)
     config = {"preset": args.preset, "algorithm": args.algorithm, "options": options, "settings": cfg.to_dict()}

@@ -33,6 +33,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import torch
 
 from . import problems
@@ -291,8 +292,6 @@ def format_table(rows: Sequence[Row], digits: int | None = None) -> str:
 
 def plot_comparison(rows: Sequence[Row], *, title: str | None = None):
     """Two panels: the test metric per algorithm with 95% CI error bars, and ms per meta-step."""
-    import matplotlib.pyplot as plt
-
     names = [r.algorithm for r in rows]
     colors = [f"C{i}" for i in range(len(rows))]
     fig, (ax_metric, ax_time) = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -56,8 +56,8 @@ class FewShotConfig:
         inner_lr: α for the MEAN cross-entropy (= the official α × N).
         inner_steps / test_inner_steps: inner SGD steps in meta-training / at meta-test.
         meta_lr: Adam's β (1e-3).
-        grad_clip: clip each meta-gradient entry to ±grad_clip (the official code: 10 on
-            mini-ImageNet, none on Omniglot).
+        grad_clip: clip each meta-gradient entry to ±grad_clip, in mean-CE units (the official code clips
+            at 10 on mini-ImageNet, none on Omniglot, on its (N·Q/K)× larger outer loss: see presets.py).
         val_every, val_tasks: validate every ``val_every`` iterations on ``val_tasks`` fixed tasks.
         test_tasks: meta-test tasks (600, as the official code).
         checkpoint_every: iterations between atomic checkpoints.

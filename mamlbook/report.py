@@ -13,7 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["results_table", "sinusoid_table", "main"]
+from .errors import BadFileError
+
+__all__ = ["read_record", "results_table", "sinusoid_table", "main"]
 
 
 def _cell(metrics: dict, step: int) -> str:
@@ -46,9 +48,23 @@ def sinusoid_table(paths: list[str | Path]) -> str:
     return "\n".join(rows)
 
 
+def read_record(path: str | Path) -> dict:
+    """One ``metrics.json``, or a one-line error that says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadFileError(f"{path} does not exist: give the metrics.json files that `python -m mamlbook train` wrote")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadFileError(f"{path} is not valid JSON ({err}); give the metrics.json a run wrote") from err
+    if not isinstance(record, dict) or "eval" not in record:
+        raise BadFileError(f"{path} is JSON but not a run record (no 'eval'); give the metrics.json a run wrote")
+    return record
+
+
 def results_table(paths: list[str | Path]) -> str:
     """One row per run record: preset, algorithm, the test metric at the learner's test steps, time, machine."""
-    records = [json.loads(Path(p).read_text()) for p in paths]
+    records = [read_record(p) for p in paths]
     if records and all("mse" in r.get("eval", {}) for r in records):
         return sinusoid_table(paths)
     rows = ["| preset | algorithm | protocol | metric (± 95% CI) at test steps | iterations | train time "

@@ -90,12 +90,15 @@ def _state(learner: Algorithm, optimizer, generator, run: Run, config: dict) -> 
 
 
 def _flat(config: dict, prefix: str = "") -> dict:
-    """{"settings.inner_lr": 2.0, ...}: a run's config flattened, without ``iterations`` (resume may change it)."""
+    """{"settings.inner_lr": 2.0, ...}: a run's config, flattened, without what resume may change.
+
+    ``iterations`` (train longer) and ``test_tasks`` (the meta-test's size) do not change training.
+    """
     flat = {}
     for k, v in config.items():
         if isinstance(v, dict):
             flat.update(_flat(v, f"{prefix}{k}."))
-        elif k != "iterations":
+        elif k not in ("iterations", "test_tasks"):
             flat[prefix + k] = v
     return flat
 

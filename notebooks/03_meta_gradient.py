@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.1
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -52,7 +52,7 @@ from mamlbook.config import banner, pick
 from mamlbook.maml import adapt, meta_loss
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import format_ci, markdown_table
-from mamlbook.reptile import reptile_gradient
+from mamlbook.algorithms.reptile import reptile_gradient
 from mamlbook.sinusoid import evaluate_model
 from mamlbook.tasks import sample_sinusoid_tasks
 from mamlbook.train import make_meta_optimizer
@@ -66,9 +66,9 @@ banner("Chapter 3");
 # %% tags=["parameters"]
 SEED = 0
 K_SHOT = 10                          # support (and query) points per task
-META_BATCH_SIZE = 25                 # tasks per meta-step (paper §5.1)
+META_BATCH_SIZE = 25                 # tasks per meta-step (official code's default; not in the paper)
 INNER_LR = 0.01                      # α (paper §5.1)
-META_LR = 1e-3                       # β, Adam (paper)
+META_LR = 1e-3                       # β, Adam (official code's default; the paper says only "Adam")
 ITERATIONS = pick(20_000, 250)       # meta-steps per method: the equal budget
 REPTILE_INNER_STEPS = 5              # Reptile needs several inner steps (with one it is joint training)
 COSINE_EVERY = pick(500, 20)         # how often to compare second- and first-order meta-gradients
@@ -89,14 +89,31 @@ NUM_EVAL_TASKS = pick(600, 100)      # meta-test tasks (official code: 600)
 # $$\boxed{\nabla_\theta \mathcal{L} = \big(I - \alpha H_s\big)\, \nabla L_q(\theta')
 #   = g_q - \alpha\, H_s g_q,\qquad g_q = \nabla L_q(\theta').}$$
 #
-# The second term is a **Hessian-vector product**. It never needs $H_s$ itself (40,000² entries
-# for a 40-unit network would be wasteful): $H_s v = \nabla_\theta\big(\nabla L_s(\theta)\cdot v\big)$
+# The second term is a **Hessian-vector product**. It never needs $H_s$ itself — affordable for
+# this chapter's small MLP, but not for the conv networks of chapters 6 and 7 (the cell after this
+# one counts): $H_s v = \nabla_\theta\big(\nabla L_s(\theta)\cdot v\big)$
 # — differentiate the inner gradient once more, along $v$. That is exactly what
 # `torch.autograd.grad(..., create_graph=True)` sets up: backpropagating the query loss
 # through the inner update computes $H_s g_q$ at the cost of about one extra backward pass.
 #
 # **First-order MAML** (FOMAML) drops the term: $\nabla_\theta \mathcal{L} \approx g_q$.
 #
+# How big would $H_s$ be? One entry per pair of parameters, 8 bytes each in float64:
+
+# %%
+from mamlbook.conv import miniimagenet_conv4, omniglot_conv4   # only to count their parameters
+
+networks = {"sinusoid MLP 1-40-40-1 (this chapter)": SinusoidMLP(),
+            "Omniglot Conv4, 64 filters, 5-way (chapter 6)": omniglot_conv4(n_way=5),
+            "mini-ImageNet Conv4, 32 filters, 5-way (chapter 7)": miniimagenet_conv4(n_way=5)}
+num_params = {name: sum(p.numel() for p in m.parameters()) for name, m in networks.items()}
+display(Markdown(markdown_table(
+    ["network", "parameters", "Hessian entries", "Hessian in float64"],
+    [[name, f"{n:,}", f"{n * n:,}", f"{n * n * 8 / 1e6:,.0f} MB"] for name, n in num_params.items()])))
+# the MLP by hand: (1·40 + 40) + (40·40 + 40) + (40·1 + 1) weights and biases
+assert num_params["sinusoid MLP 1-40-40-1 (this chapter)"] == (1 * 40 + 40) + (40 * 40 + 40) + (40 * 1 + 1)
+
+# %% [markdown]
 # Let us check the formula with an explicit Hessian, on a float64 network small enough for it.
 
 # %%
@@ -169,21 +186,25 @@ cos = F.cosine_similarity(fomaml, explicit, dim=0).item()
 print(f"FOMAML = ∇L_q(θ') to {(fomaml - g_q).abs().max():.1e}; cosine with the true meta-gradient: {cos:.4f}")
 
 # %% [markdown]
-# That is the bug in the most-copied PyTorch MAML: it computes the inner gradient without
-# `create_graph=True` and so trains FOMAML while calling it MAML. Nothing fails — the
+# That is the bug in the most-copied PyTorch MAML, dragen1860/MAML-Pytorch: its `meta.py` computes
+# the inner gradient with `autograd.grad` without `create_graph=True` (its issues #17, #26, #32 and
+# #63) and so trains FOMAML while calling it MAML. Nothing fails — the
 # gradients just differ, by the Hessian term above.
 #
 # ## 3. Reptile
 #
 # Reptile (Nichol, Achiam & Schulman, 2018) needs no query set and no second derivatives.
-# For each task it runs $k$ SGD steps from θ to get $\varphi_i$, then moves θ toward them:
+# For each task it runs $k$ inner steps from θ to get $\varphi_i$ (plain SGD in this book; Reptile's
+# own code uses Adam with $\beta_1 = 0$ there, see chapter 8), then moves θ toward them:
 #
 # $$\theta \leftarrow \theta + \varepsilon\,\frac1T \sum_i (\varphi_i - \theta).$$
 #
 # With $\varepsilon = 1$, θ becomes the plain **average of the adapted parameters**; with a
 # smaller ε, it is a weighted average of θ and that average. That — not an average of the
 # networks' *outputs*, and not MAML — is what a "weighted average of the adapted parameters"
-# describes. The direction $\theta - \overline{\varphi}$ can be handed to Adam like a gradient.
+# describes. The direction $\theta - \overline{\varphi}$ can be handed to Adam like a gradient, as this
+# chapter does to compare all three methods with the same meta-optimizer (Reptile's own code takes
+# the interpolation step above instead, with ε annealed linearly to 0).
 # Written out in full for one meta-batch:
 
 # %%
@@ -209,13 +230,14 @@ from_package = reptile_gradient(net, params, x_all, y_all, inner_lr=INNER_LR,
                                 inner_steps=REPTILE_INNER_STEPS)
 for k in params:
     torch.testing.assert_close(from_package[k], by_hand[k], rtol=1e-10, atol=1e-14)
-print("mamlbook.reptile.reptile_gradient matches the hand-written Reptile")
+print("mamlbook.algorithms.reptile.reptile_gradient matches the hand-written Reptile")
 
 # %% [markdown]
 # ## 4. MAML, FOMAML and Reptile at an equal budget
 #
-# Same network (1-40-40-1, float32), same meta-batch of 25 tasks, same Adam (β = 1e-3), same
-# number of meta-steps; MAML and FOMAML adapt with one step of α = 0.01 on K = 10 points and
+# Same network (1-40-40-1, float32), same meta-batch of 25 tasks and Adam (β = 1e-3) as the
+# official code's sinusoid run, same number of meta-steps; MAML and FOMAML adapt with one step of α
+# = 0.01 on K = 10 points and
 # are scored on 10 others; Reptile takes 5 SGD steps on all 20 points of each task. All three
 # are then evaluated the same way: one SGD step of α = 0.01 on K = 10 new points.
 #
@@ -240,7 +262,7 @@ def saved_graph_bytes(fn):
     return total
 
 
-# The package keeps the same function as `mamlbook.bench.saved_graph_bytes` (chapter 4 uses it).
+# The package keeps the same function as `mamlbook.measure.bench.saved_graph_bytes` (chapter 4 uses it).
 
 
 def flat_grad(loss, params):
@@ -329,7 +351,7 @@ print(f"cosine similarity: min {cosines.min():.4f}, median {cosines.median():.4f
 # - We matched autograd against an explicit Hessian to 1e-10 in float64.
 # - FOMAML drops $\alpha H_s g_q$ (exactly: its gradient is $\nabla L_q(\theta')$); Reptile moves θ
 #   toward the average of the task-adapted parameters. Both are in `mamlbook`
-#   (`first_order=True`, `mamlbook.reptile`).
+#   (`first_order=True`, `mamlbook.algorithms.reptile`).
 #
 # ## Exercises
 #
@@ -349,7 +371,7 @@ assert ((hvp_fd - hvp).norm() / hvp.norm()).item() < 1e-6
 # %% [markdown]
 # **Exercise 2.** Show that Reptile with **one** inner step is α times the gradient of the
 # joint-training loss $\frac1T\sum_i L_i(\theta)$ (so it needs several steps to be more than
-# joint training). Compute `joint_direction` from `x_all`, `y_all` without `mamlbook.reptile`.
+# joint training). Compute `joint_direction` from `x_all`, `y_all` without `mamlbook.algorithms.reptile`.
 
 # %%
 ### BEGIN SOLUTION
@@ -362,7 +384,9 @@ for k in params:
 
 # %% [markdown]
 # **Exercise 3.** With two inner steps the meta-gradient is
-# $(I - \alpha H_s(\theta'))(I - \alpha H_s(\theta))\nabla L_q(\theta'')$. Compute it with explicit
+# $(I - \alpha H_s(\theta))(I - \alpha H_s(\theta'))\nabla L_q(\theta'')$: the transpose of the
+# Jacobian $(I - \alpha H_s(\theta'))(I - \alpha H_s(\theta))$ of $\theta \mapsto \theta''$, with
+# symmetric Hessians. Compute it with explicit
 # Hessians and compare with `meta_loss(..., inner_steps=2)`.
 
 # %%

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.0
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -177,12 +177,15 @@ assert x_s.shape == (n_way * k_shot, 1, 28, 28) and x_q.shape == (n_way * k_quer
 # | `"vinyals"` | 1028 | 172 | 423 | Vinyals et al. 2016; validation alphabets of Ravi & Larochelle / Snell et al. |
 # | `"maml"` | 1100 | 100 | 423 | cbfinn/maml: all characters shuffled with `random.seed(1)` |
 # | `"small"` | 136 (small1) | — | 106 (small2's katakana, Sanskrit, Tagalog) | this book, for laptops and CI |
+# | chapter 6, fast mode | 114 (small1 without Early_Aramaic) | 22 (Early_Aramaic) | 106 | `mamlbook.fewshot` |
 #
 # The full presets need the full sets (`mamlbook.data.download_omniglot_full()`, through torchvision).
 # For the small sets, Greek and Latin appear in *both* zips, so they cannot be test classes: the test
 # split keeps only small2's three alphabets that small1 lacks. The original MAML code shuffled
 # `os.listdir` order, so its exact characters cannot be reproduced; our `"maml"` preset shuffles the
-# sorted list, which gives the same split on every machine.
+# sorted list, which gives the same split on every machine. The `"small"` preset itself has no
+# meta-val split; when chapter 6 trains on it, it holds small1's Early_Aramaic alphabet (one of
+# Vinyals' validation alphabets) out of meta-training and meta-validates on it — the last row.
 
 # %%
 splits = omniglot_splits("small", small1_path.parent, rotations=(0,))
@@ -192,6 +195,11 @@ for name, split in splits.items():
 check_disjoint(splits)                      # raises if any character is in two splits
 if not FAKE:
     assert splits["train"].num_classes == 136 and splits["test"].num_classes == 106
+num_aramaic = sum(n.split("/")[0] == "Early_Aramaic" for n in splits["train"].class_names)
+print(f"chapter 6 in fast mode: meta-train {splits['train'].num_classes - num_aramaic}, "
+      f"meta-val {num_aramaic} (Early_Aramaic), meta-test {splits['test'].num_classes}")
+if not FAKE:
+    assert num_aramaic == 22
 
 # %% [markdown]
 # ## 5. Rotations as new classes
@@ -260,9 +268,40 @@ names = sampler.class_names(episodes.classes)
 for t in range(2):
     show_task(episodes, t, names, f"{tag}Meta-train task {t}: {n_way}-way {k_shot}-shot, {k_query} queries per class")
 
+
 # %% [markdown]
-# The same class gets a different label in another task, and a meta-test task draws only from the
-# meta-test alphabets:
+# **One difference from the official sampler.** `EpisodeSampler` draws $N$ classes from the pool of
+# rotated classes, so a task can hold **one character twice**, under two rotations (a "5" upright
+# and the same "5" on its side, as two labels). The official code (cbfinn/maml,
+# `data_generator.py`) draws $N$ distinct *characters* and then gives each a random rotation
+# (`rotations = tf.multinomial(...)`, one per class), so its tasks never do. How often it happens
+# here: the $i$-th class drawn must avoid the $3i$ other rotations of the characters already drawn,
+# so a task is free of repeats with probability $\prod_{i<N} 
+# rac{4C - 4i}{4C - i}$ for $C$
+# characters. The cell checks that against the sampler:
+
+# %%
+def p_repeated_character(num_characters, n_way, rotations=4):
+    """P(an n_way task drawn from the pool of rotated classes holds some character twice)."""
+    pool = rotations * num_characters
+    return 1 - math.prod((pool - rotations * i) / (pool - i) for i in range(n_way))
+
+
+num_characters = train.num_classes // 4
+drawn, _ = sampler.sample_indices(2000, torch.Generator().manual_seed(seed))   # (2000, N) classes
+repeats = sum(len({train.class_names[c].split("@rot")[0] for c in task}) < n_way for task in drawn.tolist())
+expected = p_repeated_character(num_characters, n_way)
+print(f"{n_way}-way tasks with a repeated character: {repeats / 2000:.1%} of 2000 sampled, "
+      f"{expected:.1%} expected ({num_characters} characters)")
+for c, n in ((1100, 5), (1100, 20)):
+    print(f"  with MAML's {c} meta-train characters, {n}-way: {p_repeated_character(c, n):.1%}")
+assert abs(repeats / 2000 - expected) < 0.03          # about 5 binomial standard deviations
+
+# %% [markdown]
+# The book keeps the rotated-pool sampling. Keep the difference in mind when you compare with the
+# official code: two rotations of a symmetric character can look alike, which makes such a task
+# harder. The same class gets a different label in another task, and a meta-test
+# task draws only from the meta-test alphabets:
 
 # %%
 test_sampler = EpisodeSampler(test, n_way=n_way, k_shot=k_shot, k_query=k_query)
@@ -275,7 +314,7 @@ show_task(test_episodes, 0, test_sampler.class_names(test_episodes.classes),
 #
 # A seeded `torch.Generator` fixes every draw: the same seed gives the same meta-batch, another seed a
 # different one. And because sampling is indexing, a meta-batch costs about a millisecond on a laptop
-# CPU: no PNG is decoded and no Python loop runs per task or per image. `python -m mamlbook.data.bench`
+# CPU: no PNG is decoded and no Python loop runs per task or per image. `python -m mamlbook.measure.episode_sampling`
 # measures it against the per-task Python loop that many ports use, and `docs/data.md` has the table.
 # The figure printed below is measured now, on whatever machine runs this notebook (a busy machine,
 # or one where PyTorch's threads compete with other programs, can be much slower).
@@ -337,7 +376,8 @@ shutil.rmtree(fake_root)                     # the split is in memory now; the s
 # - An **N-way K-shot task** is $N$ random classes with labels shuffled to $0..N-1$, a **support set**
 #   of $NK$ labelled images to adapt on and a **query set** of $NQ$ images to score the adapted model.
 # - Meta-train, meta-val and meta-test use **disjoint classes**; for Omniglot the presets are Vinyals'
-#   1028/172/423, MAML's 1100/100/423 (seeded) and this book's small split (136 / 106 characters).
+#   1028/172/423, MAML's 1100/100/423 (seeded) and this book's small split (136 / 106 characters;
+#   chapter 6 validates on small1's Early_Aramaic, leaving 114 for meta-training).
 # - Omniglot is **inverted** (bright strokes), **28×28**, **sorted** by class name, and each
 #   **rotation** of a character is a class of its own.
 # - `EpisodeSampler` keeps a split as one uint8 tensor on the device and draws whole meta-batches

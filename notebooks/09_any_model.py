@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.1
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -61,7 +61,7 @@ import torch
 from IPython.display import Markdown, display
 from torch import nn
 
-import mamlbook.rnn_check as rnn_check
+import mamlbook.measure.lstm_kernels as rnn_check
 from mamlbook.config import banner, fast_mode, pick
 from mamlbook.evaluate import adaptation_curve
 from mamlbook.maml import meta_backward, meta_loss, resolve_batched
@@ -77,19 +77,21 @@ from mamlbook.train import meta_train, pretrain
 banner("Chapter 9");
 
 # %% [markdown]
-# All the knobs of this chapter. The MAML settings are the paper's sinusoid settings (§5.1), the
-# defaults of `mamlbook.sequence.WalkConfig`; the number of iterations is ours (the paper trains its
-# MLP for 70,000). `pick(full, fast)` gives the second value when `MAMLBOOK_FAST=1` (a shortened run
+# All the knobs of this chapter. The MAML settings are chapter 2's sinusoid settings, the defaults
+# of `mamlbook.sequence.WalkConfig`: K = 10 and one inner step at α = 0.01 from the paper (§5.1),
+# meta-batch 25 and Adam's β = 1e-3 from the official code (cbfinn/maml's defaults; the paper does not
+# state them). The number of iterations is ours (the official code trains its MLP for 70,000).
+# `pick(full, fast)` gives the second value when `MAMLBOOK_FAST=1` (a shortened run
 # for CI; its numbers are **not** converged results). The cell is tagged `parameters`, so papermill
 # can override any of them.
 
 # %% tags=["parameters"]
 SEED = 0
 K_SHOT = 10                                # K support (and K query) walks per task (paper: K = 10)
-META_BATCH_SIZE = 25                       # tasks per meta-update (paper §5.1)
+META_BATCH_SIZE = 25                       # tasks per meta-update (official code's default)
 INNER_LR = 0.01                            # α (paper §5.1)
 INNER_STEPS = 1                            # inner steps during meta-training (paper: 1)
-META_LR = 1e-3                             # β, Adam's step size (paper: 1e-3)
+META_LR = 1e-3                             # β, Adam's step size (official code's default)
 SEQ_LEN = 5                                # L: a walk is its start and 4 moves
 HIDDEN = 40                                # LSTM width, as the paper's MLP's hidden layers
 ITERATIONS = pick(20_000, 1_000)           # MAML meta-training iterations (WalkConfig.iterations)
@@ -378,9 +380,10 @@ print(f"HandLSTM with vmap is {speedup:.1f}× faster than nn.LSTM looped over ta
 #
 # ## 4. Meta-training the LSTM, and two baselines
 #
-# The call is chapter 2's `meta_train`, with a task source for walks (`walk_batches`: a fresh
-# meta-batch of 25 tasks per iteration) and the paper's sinusoid settings: $K = 10$, one inner step
-# at $\alpha = 0.01$, Adam at $\beta = 10^{-3}$. We keep a copy of the initial weights: that is the
+# The call is `mamlbook.train.meta_train`, the loop inside chapter 2's `train_maml`, with a task
+# source for walks (`walk_batches`: a fresh meta-batch of 25 tasks per iteration) and chapter 2's
+# sinusoid settings: $K = 10$, one inner step at $\alpha = 0.01$ (the paper's), Adam at
+# $\beta = 10^{-3}$ (the official code's). We keep a copy of the initial weights: that is the
 # first baseline.
 
 # %%
@@ -568,7 +571,7 @@ display(Markdown(markdown_table(
       "**yes**" if needs_native_rnn(LSTMRegressor(lstm=kind), d, fo) else "no"] for d, fo, kind in cases])))
 
 # %% [markdown]
-# `python -m mamlbook.rnn_check` measures all of this on a GPU: the naive second-order step through
+# `python -m mamlbook.measure.lstm_kernels` measures all of this on a GPU: the naive second-order step through
 # cuDNN, `mamlbook`'s route, cuDNN off for the whole step, first-order MAML, and the hand-written LSTM
 # looped and batched — each meta-gradient compared with a float64 CPU reference on the same weights
 # and data (chapter 9's settings: 25 tasks, K = 10, walks of 5, one step at α = 0.01). The table
@@ -578,7 +581,7 @@ display(Markdown(markdown_table(
 # %%
 def find_recorded(name="results/gpu/rnn_check.json"):
     """The committed file, looked for from this folder, its parent, and the package's repository."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(rnn_check.__file__).resolve().parents[1]]
+    roots = [Path.cwd(), Path.cwd().parent, Path(rnn_check.__file__).resolve().parents[2]]
     return next((r / name for r in roots if (r / name).exists()), None)
 
 
@@ -597,7 +600,7 @@ else:
         else:
             rows.append([r["row"], r["lstm"], f"fails: {r['error'].split('. ')[0]}", "—"])
     display(Markdown(
-        f"**Recorded by `python -m mamlbook.rnn_check` on an {env['device_name']}, torch {env['torch']}, "
+        f"**Recorded by `python -m mamlbook.measure.lstm_kernels` on an {env['device_name']}, torch {env['torch']}, "
         f"{env['date'][:10]} — not run now.** Median of {timed_steps} timed meta-steps; "
         "meta-gradient error relative to a float64 CPU reference (first-order: a different gradient "
         "by design).\n\n"
@@ -645,14 +648,15 @@ if torch.cuda.is_available():
     display(Markdown("**Measured now, on this GPU:**\n\n" + rnn_check.format_table(live)))
 else:
     print("No CUDA GPU in this kernel: the table above is the recorded run. "
-          "On a GPU (e.g. Colab's), this cell runs `mamlbook.rnn_check.run('cuda', steps=10)` live.")
+          "On a GPU (e.g. Colab's), this cell runs `mamlbook.measure.lstm_kernels.run('cuda', steps=10)` live.")
 
 # %% [markdown]
 # ## Summary
 #
 # - *Model-agnostic* is meant literally: MAML needs a model trained by gradient descent whose
 #   operations can be differentiated twice. An LSTM followed by a linear layer qualifies, and the
-#   unchanged `meta_train` / `adapt` / `meta_loss` of chapter 2 meta-train it.
+#   unchanged `meta_train` (the loop behind chapter 2's `train_maml`), `adapt` and `meta_loss`
+#   meta-train it.
 # - The sinusoid-walk family makes the network remember: the target is chapter 2's sine at the end of
 #   a walk the LSTM must add up step by step.
 # - The LSTM's equations, written out, are `nn.LSTM` to $10^{-14}$ in float64; the second-order

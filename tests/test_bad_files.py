@@ -20,8 +20,16 @@ import torch
 from data_fixtures import FAILURES, SMALL1, needs_omniglot, snapshot, spoil
 from PIL import Image
 
-from mamlbook.data import (BadPickleError, DatasetNotFoundError, UnsafePickleError, load_miniimagenet,
-                           make_fake_miniimagenet, make_fake_omniglot, omniglot_splits, read_omniglot)
+from mamlbook.data import (
+    BadPickleError,
+    DatasetNotFoundError,
+    UnsafePickleError,
+    load_miniimagenet,
+    make_fake_miniimagenet,
+    make_fake_omniglot,
+    omniglot_splits,
+    read_omniglot,
+)
 from mamlbook.errors import BadFileError, MamlbookError
 from mamlbook.runs import CheckpointError, load_checkpoint, save_checkpoint
 

@@ -9,10 +9,19 @@ the validation rows and ``best.pt``.
 """
 import pytest
 import torch
-
-from cli_fixtures import (SINE, SimulatedCrash, crash_after_checkpoint, differing, learner_tensors, metrics, omniglot,
-                          small_validation, train)
+from cli_fixtures import (
+    SINE,
+    SimulatedCrash,
+    crash_after_checkpoint,
+    differing,
+    learner_tensors,
+    metrics,
+    omniglot,
+    small_validation,
+    train,
+)
 from data_fixtures import make_fake_omniglot_root, snapshot
+
 from mamlbook.algorithms import ALGORITHMS
 from mamlbook.runs import load_checkpoint
 
@@ -111,8 +120,28 @@ def test_resuming_with_another_setting_is_refused_and_touches_nothing(tmp_path, 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("preset", ["sinusoid", "omniglot-5w1s"])
+def test_resuming_with_another_meta_test_size_is_accepted(fake_omniglot, tmp_path, preset):
+    # --eval-tasks sizes the meta-test after training; it changes nothing that was trained.
+    command = SINE if preset == "sinusoid" else [*omniglot(fake_omniglot), "--algorithm", "protonet"]
+    assert train(tmp_path, *command, "--iterations", "1").code == 0
+    result = train(tmp_path, *command, "--iterations", "2", "--resume", "--eval-tasks", "4")
+    assert result.code == 0, result.err
+    assert metrics(tmp_path)["iterations_done"] == 2
+    assert list(metrics(tmp_path)["eval"].values())[0]["num_tasks"] == 4
+
+
 def test_resume_without_a_checkpoint_says_to_train_first(tmp_path):
     result = train(tmp_path, *SINE, "--iterations", "2", "--resume")
     assert result.code == 2
     assert result.err.startswith("error: --resume: no ") and "train without --resume first" in result.err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_training_again_into_a_finished_run_without_resume_is_refused_and_overwrites_nothing(tmp_path):
+    assert train(tmp_path, *SINE, "--iterations", "1").code == 0
+    before = snapshot(tmp_path)
+    result = train(tmp_path, *SINE, "--iterations", "2")
+    assert result.code == 2 and result.err.startswith(f"error: {tmp_path} already holds a run")
+    assert "--resume" in result.err
+    assert snapshot(tmp_path) == before

@@ -233,7 +233,8 @@ class MAMLPlusPlus(Algorithm):
     def _adapt(self, theta, x_s, y_s, steps, inner_lr):
         _refuse_test_lr(self.name, inner_lr, self.inner_lr)
         if steps > self.inner_steps:
-            raise OptionError(f"MAML++ has learned rates for {self.inner_steps} steps, not {steps}")
+            raise OptionError(f"--steps {steps} is not available for mamlpp: MAML++ has learned rates for "
+                              f"{self.inner_steps} steps, not {steps}")
         lrs = {k: v.detach()[:steps] for k, v in self.lrs.items()}
         step_bn = None
         if self.step_bn is not None:
