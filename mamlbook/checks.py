@@ -481,8 +481,9 @@ def _episode_ids(check, out, n, k, q, image, per_class, num_classes) -> dict:
             raise AssertionError(f"{check}: x_{part} has shape {tuple(x.shape)}, expected "
                                  f"{(n * m, *image)}: flatten the class and image dims, x.reshape({n * m}, ...)")
         if tuple(x.shape) != (n * m, *image) or tuple(y.shape) != (n * m,):
+            letter = "K" if part == "support" else "Q"
             raise AssertionError(f"{check}: x_{part} {tuple(x.shape)} and y_{part} {tuple(y.shape)} should "
-                                 f"be {(n * m, *image)} and {(n * m,)} (N·{'K' if part == 'support' else 'Q'} = {n * m})")
+                                 f"be {(n * m, *image)} and {(n * m,)} (N·{letter} = {n * m})")
         if y.dtype != torch.int64:
             raise AssertionError(f"{check}: y_{part} has dtype {y.dtype}; class labels must be int64 "
                                  "(torch.long), as F.cross_entropy expects")

@@ -81,13 +81,13 @@ def _mini(k_shot, meta_batch, n_way=5, k_query=15):
 
 PRESETS: dict[str, Preset] = {
     "omniglot-5w1s": Preset("omniglot-5w1s", _omniglot(5, 1, 32, 1, 0.4), 98.7, 0.4,
-                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32; 60,000 iterations: main.py's usage lines"),
+                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32; 60,000 iterations: main.py usage"),
     "omniglot-5w5s": Preset("omniglot-5w5s", _omniglot(5, 5, 32, 1, 0.4), 99.9, 0.1,
-                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32; 60,000 iterations: main.py's usage lines"),
+                            "[P] Table 1; A.1: α=0.4, 1 step, meta-batch 32; 60,000 iterations: main.py usage"),
     "omniglot-20w1s": Preset("omniglot-20w1s", _omniglot(20, 1, 16, 5, 0.1), 95.8, 0.3,
-                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16; 60,000 iterations: main.py's usage lines"),
+                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16; 60,000 iterations: main.py usage"),
     "omniglot-20w5s": Preset("omniglot-20w5s", _omniglot(20, 5, 16, 5, 0.1), 98.9, 0.2,
-                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16; 60,000 iterations: main.py's usage lines"),
+                             "[P] Table 1; A.1: α=0.1, 5 steps, meta-batch 16; 60,000 iterations: main.py usage"),
     "miniimagenet-5w1s": Preset("miniimagenet-5w1s", _mini(1, 4), 48.70, 1.84,
                                 "[P] Table 1 (first-order: 48.07 ± 1.75); A.1: α=0.01, 5 steps "
                                 "(10 at test), meta-batch 4, 15 queries/class, 60,000 iterations"),

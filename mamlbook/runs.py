@@ -17,6 +17,7 @@ One checkpoint schema for every learner and preset (written by :func:`mamlbook.t
 """
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import torch
 from .errors import BadFileError
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint",
-           "write_json", "machine_info"]
+           "write_json", "machine_info", "cpu_name"]
 
 FORMAT = "mamlbook-checkpoint"
 VERSION = 2
@@ -88,13 +89,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info(device: str | torch.device = "cpu") -> dict:
-    """torch version, device (and GPU name), CPU threads, platform and Python of this run."""
+    """Where a run ran, gathered once for every record: torch (and CUDA), device and its name, CPU, threads,
+    load, platform, Python, date."""
     device = torch.device(device)
-    info = {"torch": torch.__version__, "device": str(device), "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
+    cuda = device.type == "cuda"
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda if cuda else None, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if cuda else "CPU: " + cpu_name(),
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if cuda:
+        info["gpu"] = info["device_name"]
     return info
 
 

@@ -18,7 +18,9 @@ ALPHA = 0.4  # the paper's Omniglot inner step size: large, so second-order term
 
 
 def conv_setup(num_tasks=2, seed=0):
-    """A narrow Omniglot Conv4 (4 filters) in float64 and a 5-way 1-shot meta-batch of small 12×12 images (12 → 6 → 3 → 2 → 1)."""
+    """A narrow Omniglot Conv4 (4 filters) in float64 and a 5-way 1-shot meta-batch of 12×12 images.
+
+    12 → 6 → 3 → 2 → 1 through the four stride-2 convolutions."""
     torch.manual_seed(seed)
     model = omniglot_conv4(n_way=5, filters=4).double()
     params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}

@@ -93,7 +93,8 @@ def sinusoid_row(run):
     diverged = e["mse"][10] is None or not math.isfinite(e["mse"][10]) or e["mse"][10] > 1e3
 
     def cell(step, median):
-        return f"{e['mse'][step]:.3f} ± {e['ci95'][step]:.3f}" + (f" (median {e['median'][step]:.3f})" if median else "")
+        text = f"{e['mse'][step]:.3f} ± {e['ci95'][step]:.3f}"
+        return text + (f" (median {e['median'][step]:.3f})" if median else "")
 
     ten = f"diverged¹ (median {e['median'][10]:.3f})" if diverged else cell(10, False)
     return [f"| {c['k_shot']} | {c.get('init') or 'pytorch'} | {c['iterations']:,} | {cell(1, diverged)} | {ten} | "
@@ -132,7 +133,8 @@ def chapter09_full_run():
     path = "results/chapter09/full_run.md"
     seconds = re.search(r"20,000 MAML iterations in (\d+) s", (ROOT / path).read_text(encoding="utf-8")).group(1)
     rows = md_table(path, "model")          # step size, 0 steps, 1 step, 10 steps: "m ± c (median)"
-    split = {name: [re.fullmatch(r"(.+) \((.+)\)", cell).groups() for cell in cells[1:]] for name, cells in rows.items()}
+    split = {name: [re.fullmatch(r"(.+) \((.+)\)", cell).groups() for cell in cells[1:]]
+             for name, cells in rows.items()}
     return [f"took {seconds} s on one CPU thread",
             f"MAML {split['MAML'][1][0]} (median {split['MAML'][1][1]})",
             f"the same LSTM pretrained on all tasks {split['pretrained'][1][0]}",

@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mamlbook.conv import (BatchNorm, batch_norm, batch_norm_reference, miniimagenet_conv4,
-                           omniglot_conv4)
+from mamlbook.conv import BatchNorm, batch_norm, batch_norm_reference, miniimagenet_conv4, omniglot_conv4
 from mamlbook.functional import make_meta_grad
 
 
@@ -39,7 +38,8 @@ def test_batchnorm_output_has_zero_mean_and_unit_variance_per_channel_in_train_a
         mode()
         y = bn(x)
         torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(4, dtype=torch.float64), atol=1e-12, rtol=0)
-        torch.testing.assert_close(y.var(dim=(0, 2, 3), unbiased=False), torch.ones(4, dtype=torch.float64), atol=1e-9, rtol=0)
+        torch.testing.assert_close(y.var(dim=(0, 2, 3), unbiased=False), torch.ones(4, dtype=torch.float64),
+                                   atol=1e-9, rtol=0)
 
 
 def test_native_and_reference_batchnorm_agree_with_hand_computed_values():

@@ -14,6 +14,9 @@ import shlex
 import subprocess
 import sys
 
+__all__ = ["REPO_URL", "BRANCH", "COLAB_PREINSTALLED", "COLAB_MISSING", "colab_install_command", "COLAB_CELL",
+           "in_colab", "setup_colab", "colab_url", "binder_url", "colab_badge", "binder_badge"]
+
 # The repository the notebooks install from and link to. PLACEHOLDER until the book has its
 # public home: change it here, then update COLAB_CELL in every notebook (a test compares them).
 REPO_URL = "https://github.com/mamlbook/mamlbook"
@@ -22,7 +25,7 @@ BRANCH = "main"
 # pyproject's runtime dependencies that Colab's image already has, and those it lacks
 # (installed next to the package). tests/test_colab.py checks that together they cover
 # every dependency in pyproject.toml, so a new dependency cannot be forgotten here.
-COLAB_PREINSTALLED = ("torch", "torchvision", "numpy", "matplotlib", "tqdm", "pillow")
+COLAB_PREINSTALLED = ("torch", "torchvision", "numpy", "matplotlib", "tqdm", "pillow", "ipywidgets")
 COLAB_MISSING: tuple[str, ...] = ()
 
 

@@ -12,14 +12,28 @@ The pieces, one module each:
 - :mod:`.paths`: where data is looked for and written;
 - :mod:`.bench`: ``python -m mamlbook.data.bench`` times episode sampling.
 """
-from .download import (ChecksumError, DownloadError, HTMLInsteadOfDataError, TruncatedDownloadError,
-                       download, file_hash, verify_file)
-from .episodes import ClassImages, EpisodeSampler, Episodes, base_class, check_disjoint
+from .download import (
+                       ChecksumError,
+                       DownloadError,
+                       HTMLInsteadOfDataError,
+                       TruncatedDownloadError,
+                       download,
+                       file_hash,
+                       verify_file,
+)
+from .episodes import ClassImages, Episodes, EpisodeSampler, base_class, check_disjoint
 from .fake import make_fake_miniimagenet, make_fake_omniglot
 from .files import DatasetNotFoundError
 from .miniimagenet import load_miniimagenet, read_split_csv, verify_miniimagenet
-from .omniglot import (download_omniglot_full, download_omniglot_small, find_omniglot_small,
-                       maml_split, omniglot_splits, read_omniglot, vinyals_split)
+from .omniglot import (
+                       download_omniglot_full,
+                       download_omniglot_small,
+                       find_omniglot_small,
+                       maml_split,
+                       omniglot_splits,
+                       read_omniglot,
+                       vinyals_split,
+)
 from .paths import data_roots, default_cache_dir, default_data_root, find_data
 from .safe_pickle import BadPickleError, UnsafePickleError, safe_load
 

@@ -164,8 +164,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
             except ChecksumError as e:
                 last = e
                 part.unlink(missing_ok=True)            # restart from zero
-            except (TruncatedDownloadError, urllib.error.URLError, http.client.HTTPException,
-                    OSError) as e:
+            except (TruncatedDownloadError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
                 last = e                                # keep .part: the next attempt resumes
     except KeyboardInterrupt:
         raise                                           # keep .part so a rerun resumes

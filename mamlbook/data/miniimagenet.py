@@ -37,6 +37,7 @@ from .download import file_hash, looks_like_html
 from .episodes import ClassImages
 from .fake import FAKE_MARKER
 from .files import DatasetNotFoundError, atomic_write, bad_file, one_line
+from .paths import default_data_root
 from .safe_pickle import safe_load
 
 __all__ = ["SPLITS", "SIZE", "NUM_CLASSES", "IMAGES_PER_CLASS", "PICKLE_NAMES", "CSV_SHA256", "CSV_HEADER",
@@ -249,7 +250,7 @@ def _write_cache(path: Path, images, labels, wnids, fmt: str, fake: bool) -> Non
             np.savez(f, images=images, labels=labels, wnids=np.array(wnids), source_format=np.array(fmt),
                      fake=np.array(fake), version=np.array(CACHE_VERSION))
     except OSError as e:
-        warnings.warn(f"could not write the mini-ImageNet cache {path} ({e}); decoding again next time")
+        warnings.warn(f"could not write the mini-ImageNet cache {path} ({e}); decoding again next time", stacklevel=2)
 
 
 def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
@@ -273,7 +274,6 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
     A file that cannot be used is left as it is; a cache that cannot be read is rebuilt from the
     source files (and replaced only once the new one is complete).
     """
-    from .paths import default_data_root
     split = _split_name(split)
     root = Path(root) if root is not None else default_data_root() / "miniimagenet"
     cache = cache_path(cache_dir or root, split)
@@ -288,7 +288,7 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
         except _CACHE_ERRORS as err:
             cache_error = err
             warnings.warn(f"the mini-ImageNet cache {cache} cannot be read ({one_line(err)}); reading the "
-                          "source files again")
+                          "source files again", stacklevel=2)
     if arrays is None:
         try:
             fmt = detect_format(root, split)
@@ -298,12 +298,8 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
             fix = (f"it is the only copy of the {split} split here (no source files in {root}): delete it "
                    f"and put the dataset in {root} (see docs/data.md)")
             raise bad_file(cache, "npz", fix, cache_error) from err
-        if fmt == "pickle":
-            images, labels, wnids = read_pickle(root, split)
-        elif fmt == "csv":
-            images, labels, wnids = read_images_csv(root, split, progress)
-        else:
-            images, labels, wnids = read_class_folders(root, split, progress)
+        read = {"csv": read_images_csv, "folders": read_class_folders}.get(fmt)
+        images, labels, wnids = read(root, split, progress) if read else read_pickle(root, split)
         _write_cache(cache, images, labels, wnids, fmt, fake)
         arrays = images, labels, wnids, fmt
     images, labels, wnids, fmt = arrays

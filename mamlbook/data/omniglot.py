@@ -44,9 +44,11 @@ import torch
 from PIL import Image
 
 from ..errors import BadFileError, OptionError
+from .download import download
 from .episodes import ClassImages, check_disjoint
-from .fake import FAKE_MARKER
+from .fake import FAKE_MARKER, make_fake_omniglot
 from .files import DatasetNotFoundError, atomic_write, bad_bytes, bad_file, one_line
+from .paths import data_roots, default_cache_dir, default_data_root, find_data
 
 __all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode", "read_omniglot",
            "concat_sets", "vinyals_split", "maml_split", "small_split", "find_full_sets", "omniglot_splits",
@@ -83,15 +85,11 @@ def _is_png(name: str) -> bool:
 
 def _fix(source: Path) -> str:
     """What to do about a bad Omniglot zip or folder: how to get the same set again."""
-    name = _set_name(source)
-    if name in SMALL_SHA256:
-        root = source.parent.parent if source.parent.name == "omniglot" else source.parent
-        return (f"delete it and download again with mamlbook.data.download_omniglot_small({str(root)!r}) "
-                "(see docs/data.md)")
-    if name in FULL_MD5:
-        root = source.parent.parent if source.parent.name == "omniglot-py" else source.parent
-        return (f"delete it and download again with mamlbook.data.download_omniglot_full({str(root)!r}) "
-                "(see docs/data.md)")
+    for sums, folder, kind in ((SMALL_SHA256, "omniglot", "small"), (FULL_MD5, "omniglot-py", "full")):
+        if _set_name(source) in sums:
+            root = source.parent.parent if source.parent.name == folder else source.parent
+            return (f"delete it and download again with "
+                    f"mamlbook.data.download_omniglot_{kind}({str(root)!r}) (see docs/data.md)")
     return ("replace it with the official zip from https://github.com/brendenlake/omniglot (folder python/), "
             "unchanged (see docs/data.md)")
 
@@ -210,7 +208,6 @@ def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczo
             :func:`mamlbook.data.paths.default_cache_dir`); a second read takes milliseconds.
         cache: set False to neither read nor write the cache.
     """
-    from .paths import default_cache_dir
     source = Path(source)
     if not source.exists():
         raise DatasetNotFoundError(f"Omniglot set not found: {source}. " + HELP.format(where=source.parent))
@@ -254,7 +251,7 @@ def _save_cache(path: Path, sid: str, images, labels, class_names, files) -> Non
             np.savez(f, images=images, labels=labels, class_names=class_names, files=files,
                      source_id=np.array(sid), version=np.array(CACHE_VERSION))
     except OSError as e:
-        warnings.warn(f"could not write the Omniglot cache {path} ({e}); decoding again next time")
+        warnings.warn(f"could not write the Omniglot cache {path} ({e}); decoding again next time", stacklevel=2)
 
 
 def concat_sets(sets: Sequence[ClassImages], name: str) -> ClassImages:
@@ -337,10 +334,7 @@ def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
             small1, small2 = (_find_small(Path(root), n) for n in (1, 2))
         splits = small_split(read_omniglot(small1, **read_kwargs), read_omniglot(small2, **read_kwargs))
     elif preset in ("vinyals", "maml"):
-        if root is None:
-            from .paths import default_data_root
-            root = default_data_root()
-        bg_src, ev_src = find_full_sets(root)
+        bg_src, ev_src = find_full_sets(default_data_root() if root is None else root)
         bg, ev = read_omniglot(bg_src, **read_kwargs), read_omniglot(ev_src, **read_kwargs)
         full = concat_sets([bg, ev], name=f"omniglot-{preset}")
         if preset == "vinyals":
@@ -371,8 +365,6 @@ def download_omniglot_small(root: str | Path | None = None, *, base_url: str | N
     ``root`` defaults to :func:`mamlbook.data.paths.default_data_root`; ``base_url`` replaces
     the upstream ``https://raw.githubusercontent.com/brendenlake/omniglot/master/python``.
     """
-    from .download import download
-    from .paths import default_data_root
     folder = Path(root or default_data_root()) / "omniglot"
     out = []
     for name, sha in SMALL_SHA256.items():
@@ -388,8 +380,6 @@ def download_omniglot_full(root: str | Path | None = None) -> tuple[Path, Path]:
     read the zips with :func:`read_omniglot` (sorted classes, unlike torchvision's listing).
     """
     from torchvision.datasets import Omniglot
-
-    from .paths import default_data_root
     root = Path(root or default_data_root())
     for background in (True, False):
         Omniglot(str(root), background=background, download=True)
@@ -404,7 +394,6 @@ def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple
     then, if ``allow_fake``, writes a generated stand-in in the same format (for tests and
     fast mode only; everything made from it must say FAKE on screen).
     """
-    from .paths import data_roots, default_cache_dir, find_data
     names = [f"omniglot/images_background_small{n}.zip" for n in (1, 2)]
     root = find_data(*names)
     if root is not None:
@@ -417,10 +406,8 @@ def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple
         except Exception as e:                         # no network: fall through to the stand-in
             errors.append(str(e))
     if allow_fake:
-        from .fake import make_fake_omniglot
         folder = default_cache_dir() / "fake-omniglot"
-        a = make_fake_omniglot(folder / "images_background_small1.zip", small=1)
-        b = make_fake_omniglot(folder / "images_background_small2.zip", small=2)
+        a, b = (make_fake_omniglot(folder / f"images_background_small{n}.zip", small=n) for n in (1, 2))
         print(f"FAKE DATA: Omniglot was not found{' or downloaded' if download else ''}; using a "
               f"generated stand-in in {folder}. Its pictures are NOT Omniglot characters.")
         return a, b, "FAKE"

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATA_ENV = "MAMLBOOK_DATA"
-CACHE_ENV = "MAMLBOOK_CACHE"
+__all__ = ["DATA_ENV", "CACHE_ENV", "repo_root", "default_data_root", "default_cache_dir", "data_roots",
+           "find_data"]
+
+DATA_ENV, CACHE_ENV = "MAMLBOOK_DATA", "MAMLBOOK_CACHE"
 
 
 def repo_root() -> Path | None:
@@ -44,10 +46,7 @@ def data_roots() -> list[Path]:
     if os.environ.get(DATA_ENV):
         roots.append(Path(os.environ[DATA_ENV]).expanduser())
     repo = repo_root()
-    if repo is not None:
-        roots += [repo / "data", repo.parent / "shared" / "data"]
-    else:
-        roots.append(Path.cwd() / "data")
+    roots += [repo / "data", repo.parent / "shared" / "data"] if repo is not None else [Path.cwd() / "data"]
     seen, out = set(), []
     for r in roots:
         if r.is_dir() and r.resolve() not in seen:

@@ -30,10 +30,12 @@ import torch.nn.functional as F
 
 from ..amp import Amp
 from ..fewshot import make_model, make_sampler, meta_test, train_fewshot
-from ..runs import write_json
-from .gpu_speed import PRESET, environment, synthetic_split
 from ..maml import meta_backward
 from ..presets import get_preset
+from ..runs import write_json
+from .gpu_speed import PRESET, environment, synthetic_split
+
+__all__ = ["NOISE", "gradient_agreement", "run", "main"]
 
 NOISE = 70.0  # pixel-noise std of the synthetic images (0–255 scale)
 

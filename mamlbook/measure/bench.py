@@ -28,7 +28,6 @@ Implementations (``impl`` in the JSON):
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
@@ -49,6 +48,11 @@ from ..conv import miniimagenet_conv4, omniglot_conv4
 from ..functional import make_meta_grad
 from ..maml import meta_backward, resolve_batched
 from ..models import SinusoidMLP
+from ..runs import machine_info
+
+__all__ = ["ITERATIONS_TO_PROJECT", "Workload", "WORKLOADS", "loop_step", "higher_step", "mamlbook_step",
+           "compiled_step", "measure_times", "measure_memory", "format_table", "add_arguments", "run", "main",
+           "saved_graph_bytes"]
 
 ITERATIONS_TO_PROJECT = 60_000  # mini-ImageNet meta-training iterations in the paper's code
 
@@ -147,7 +151,10 @@ def mamlbook_step(batched):
     return step
 
 
-def compiled_step(model, params, data, w: Workload, first_order: bool, _cache={}) -> None:
+_cache: dict = {}   # (id(model), first_order) → its compiled meta-gradient, built once per process
+
+
+def compiled_step(model, params, data, w: Workload, first_order: bool) -> None:
     key = (id(model), first_order)
     if key not in _cache:
         _cache[key] = make_meta_grad(model, inner_lr=w.inner_lr, inner_steps=w.inner_steps,
@@ -225,8 +232,7 @@ def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
     if grad_path:
         torch.save({k: p.grad.detach().cpu().double() if p.grad is not None
                     else torch.zeros(p.shape, dtype=torch.float64) for k, p in params.items()}, grad_path)
-    return ((torch.cuda.max_memory_allocated() - start_alloc) / 2**20 if cuda
-            else _peak_rss_mb() - rss_start)
+    return ((torch.cuda.max_memory_allocated() - start_alloc) / 2**20 if cuda else _peak_rss_mb() - rss_start)
 
 
 def _child_main(spec: str) -> int:
@@ -317,16 +323,15 @@ def run(args) -> int:
         return _child_main(args._child)
     names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
-    if unknown or not names:
-        print(f"error: unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
-        return 2
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
-    if not orders or any(o not in ("second", "first") for o in orders):
-        print(f"error: --orders must list 'second' and/or 'first', got {args.orders!r}", file=sys.stderr)
-        return 2
-    if args.repeats < 1 or args.warmup < 0:
-        print("error: --repeats must be ≥ 1 and --warmup ≥ 0", file=sys.stderr)
-        return 2
+    for bad, message in (
+            (unknown or not names, f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}"),
+            (not orders or any(o not in ("second", "first") for o in orders),
+             f"--orders must list 'second' and/or 'first', got {args.orders!r}"),
+            (args.repeats < 1 or args.warmup < 0, "--repeats must be ≥ 1 and --warmup ≥ 0")):
+        if bad:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     repeats = 1 if args.quick else args.repeats
     have_higher = _higher_available()
@@ -336,7 +341,8 @@ def run(args) -> int:
     wanted = None if args.impls is None else {s.strip() for s in args.impls.split(",")}
     print(f"torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads; devices {devices}; "
-          f"{'QUICK smoke run: shrunk workloads, NOT timings' if args.quick else f'median of {repeats} after {args.warmup} warm-up'}")
+          + ("QUICK smoke run: shrunk workloads, NOT timings" if args.quick
+             else f"median of {repeats} after {args.warmup} warm-up"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -377,9 +383,7 @@ def run(args) -> int:
                                                   if loop["peak_mem_mb"] > 0 else float("nan"))
                         r["grad_rel_err_vs_loop"] = _rel_err(r["grad_path"], loop["grad_path"])
                         r["workload_description"] = w.description
-                    for r in group:
-                        del r["grad_path"]
-                    rows.extend(group)
+                    rows.extend({k: v for k, v in r.items() if k != "grad_path"} for r in group)
     print()
     print(format_table(rows))
     for r in rows:
@@ -389,8 +393,7 @@ def run(args) -> int:
                   f"on {r['device']}: {hours:.1f} h (steps only, no data loading)"
                   + ("" if r["device"].startswith("cuda") else "; no GPU here: run on CUDA for the GPU projection"))
     if args.json:
-        meta = {"torch": torch.__version__, "python": platform.python_version(),
-                "date": _dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+        meta = {**machine_info(args.device or "cpu"),
                 "quick": bool(args.quick)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([{**r, **meta} for r in rows], indent=1))

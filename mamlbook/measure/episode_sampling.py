@@ -13,10 +13,7 @@ a Vinyals-sized pool (1028 × 4 = 4112 classes) of random pixels, for timing onl
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import random
 import time
 
@@ -25,6 +22,9 @@ import torch
 
 from ..data.episodes import ClassImages, EpisodeSampler
 from ..data.omniglot import find_omniglot_small, omniglot_splits
+from ..runs import machine_info
+
+__all__ = ["CONFIGS", "NUM_TASKS", "time_calls", "loop_baseline", "run", "format_table", "main"]
 
 CONFIGS = [  # (n_way, k_shot, k_query); 32 tasks each, as MAML's Omniglot meta-batch
     (5, 1, 1), (5, 5, 5), (5, 1, 15), (20, 1, 1), (20, 5, 5),
@@ -109,11 +109,8 @@ def run(repeats: int = 300, device: str = "cpu", baseline: bool = True) -> dict:
                 row["loop_cpu_median_ms"] = _ms(slow_cpu, 0.5)
                 row["speedup"] = row["loop_cpu_median_ms"] / row["ours_cpu_median_ms"]
             rows.append(row)
-    return {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
-            "device": str(dev), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "machine": platform.processor() or platform.machine(), "repeats": repeats,
-            "data": origin, "rows": rows}
+    return {**machine_info(dev), "threads": torch.get_num_threads(), "repeats": repeats, "data": origin,
+            "rows": rows}
 
 
 def format_table(result: dict) -> str:

@@ -5,14 +5,17 @@ CUDA and build the 0.8 GB synthetic split, 20 warm-up iterations per row, then a
 ``--budget-s`` = 180 s of timed training in all, whatever the card's speed; give it
 ``timeout_s`` ≈ 420)::
 
-    python -m mamlbook.measure.gpu_speed --device cuda --iterations 200 --warmup 20 --budget-s 180 --json $OUT/gpu_check.json
+    python -m mamlbook.measure.gpu_speed --device cuda --iterations 200 --warmup 20 --budget-s 180 \
+        --json $OUT/gpu_check.json
 
 The JSON is rewritten after every row, so a run cut short still leaves the rows it finished.
 A row that fails on the device is recorded with ``status="error"`` and the exit code is 1.
 
 What it runs: the ``miniimagenet-5w1s`` preset's training configuration (5-way 1-shot, 15
 queries per class, meta-batch 4, 5 inner steps at α = 0.05 for the mean cross-entropy, Adam
-β = 1e-3, meta-gradient clipped to ±10), i.e. benchmark workload W3, on the real code path of
+β = 1e-3, meta-gradient clipped as the preset says: the official ±10 in mean-CE units, ±10·K/(N·Q);
+the recorded H200 runs predate that fix and clipped at ±10, i.e. not at all), i.e. benchmark workload
+W3, on the real code path of
 :func:`mamlbook.fewshot.train_fewshot`: :func:`~mamlbook.fewshot.make_model`,
 :func:`~mamlbook.fewshot.make_sampler` on a device-resident uint8 split,
 :func:`~mamlbook.maml.meta_backward` (``meta_loss`` + GradScaler under fp16), :class:`~mamlbook.amp.Amp`,
@@ -36,10 +39,8 @@ message). Its numbers are not for the README.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,9 +52,13 @@ import torch
 
 from ..amp import Amp, AmpNotSupportedError
 from ..data import ClassImages
-from ..fewshot import FewShotConfig, maml_learner, make_model, make_sampler, train_fewshot
+from ..fewshot import FewShotConfig, make_model, make_sampler, maml_learner, train_fewshot
 from ..presets import get_preset
+from ..runs import machine_info
 from ..train import fit
+
+__all__ = ["PRESET", "PROJECT_ITERATIONS", "TARGET_MINUTES", "SHAPES", "synthetic_split", "time_loop",
+           "time_train_fewshot", "projection", "environment", "run_check", "format_table", "main"]
 
 PRESET = "miniimagenet-5w1s"
 PROJECT_ITERATIONS = 60_000          # the paper's meta-training length
@@ -147,23 +152,9 @@ def projection(ms_per_iteration: float) -> dict:
     return {"projected_iterations": PROJECT_ITERATIONS, "projected_hours": hours, "projected_minutes": hours * 60}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "CPU: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU: " + (platform.processor() or platform.machine())
-
-
 def environment(device: torch.device) -> dict:
-    cuda = device.type == "cuda"
-    return {"device": device.type,
-            "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
-            "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
-            "cpu_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    """:func:`mamlbook.runs.machine_info`, with ``device`` as its type ("cuda"/"cpu") as the recorded files have it."""
+    return {**machine_info(device), "device": torch.device(device).type}
 
 
 def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=("fp32", "amp"),

@@ -35,11 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..runs import write_json
-from .gpu_speed import environment
 from ..maml import meta_backward
 from ..rnn import cudnn_disabled
+from ..runs import write_json
 from ..sequence import LSTMRegressor, WalkConfig, sample_walk_tasks
+from .gpu_speed import environment
+
+__all__ = ["CFG", "naive_second_order", "ROWS", "reference_gradient", "run_row", "float64_exactness", "run",
+           "format_table", "main"]
 
 CFG = WalkConfig()
 

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from .bench import WORKLOADS
-from ..runs import write_json
-from .gpu_speed import environment
 from ..maml import meta_backward
+from ..runs import write_json
+from .bench import WORKLOADS
+from .gpu_speed import environment
+
+__all__ = ["VARIANTS", "meta_gradient", "run", "main"]
 
 VARIANTS = {  # name: (dtype, batched, allow_tf32, autocast bf16)
     "f64-vmap": (torch.float64, True, False, False),
