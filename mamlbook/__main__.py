@@ -1,4 +1,7 @@
-"""``python -m mamlbook``: see :mod:`mamlbook.cli`."""
+"""``python -m mamlbook``: see :mod:`mamlbook.cli`.
+
+Chapters 2, 6–8 run their long jobs through it.
+"""
 import sys
 
 from .cli import main

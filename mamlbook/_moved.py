@@ -1,4 +1,7 @@
-"""Old module paths that moved in 0.2: each is a two-line alias that warns, kept for one release."""
+"""Old module paths that moved in 0.2: each is a two-line alias that warns, kept for one release.
+
+Old notebooks (chapters 3, 4, 8, 9) and Colab copies keep importing through them.
+"""
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,7 @@
 """Mixed precision for meta-training: bf16 autocast where the GPU supports it, else fp16 + GradScaler.
 
+The tested copy of chapter 7's mixed precision and TF32 lessons.
+
 MAML's second-order meta-gradient differentiates *through* the inner gradient step, so its
 graph is about twice as deep as ordinary training's; half precision halves the memory of
 that graph and runs the convolutions on tensor cores. bfloat16 keeps float32's exponent

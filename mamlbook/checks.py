@@ -1,5 +1,7 @@
 """Exercise checks: run a reader's function against the package's reference and explain any mismatch.
 
+Used by the exercises of every chapter.
+
 Each ``check_*`` function calls the reader's function on fresh random inputs (float64, so
 that a real mistake is never hidden by rounding), compares the result with the tested
 ``mamlbook`` code, and then either prints ``PASS ...`` or raises an ``AssertionError``

@@ -1,5 +1,7 @@
 """The command line: ``python -m mamlbook train | evaluate | bench | report``.
 
+The long runs of chapters 2 and 6–8 from a shell.
+
     python -m mamlbook train --preset sinusoid --out runs/sine [--algorithm maml] [--iterations N] ...
     python -m mamlbook train --preset omniglot-5w1s --split small --data DIR --out runs/omni [--resume]
     python -m mamlbook evaluate --checkpoint runs/omni/best.pt --data DIR [--tasks 600] [--steps N] [--inner-lr A]

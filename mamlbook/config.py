@@ -1,5 +1,7 @@
 """The book's one fast-mode switch, and seeding.
 
+Every chapter's fast mode.
+
 Every notebook and test reads fast mode from here, so one environment variable,
 ``MAMLBOOK_FAST=1``, shortens every run in the book (CI sets it). With the switch off,
 the notebooks run the paper's full configurations.

@@ -1,5 +1,7 @@
 """The one exception family for bad user input: a missing or unreadable file, a refused option.
 
+Every chapter's package code raises it for bad input.
+
 Raise a subclass of :class:`MamlbookError` with a message that says what is wrong and what to do.
 The command line (``python -m mamlbook``) prints such a message as one line on stderr and exits
 with code 2; a traceback means a bug in mamlbook, never a bad file or flag.

@@ -1,5 +1,7 @@
 """Meta-test evaluation: adapt to new tasks for 0..max_steps steps and report mean ± 95% CI.
 
+The tested copy of chapter 2's (and chapter 6's) meta-test.
+
 The protocol follows the official code (cbfinn/maml ``main.py``, ``test``): 600 new tasks,
 each adapted with plain SGD at the training α, the query loss recorded after every step,
 and the 95% confidence interval of the mean computed as 1.96·std/√n (NumPy's std, ddof=0).

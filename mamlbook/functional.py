@@ -1,5 +1,7 @@
 """The whole meta-gradient as one pure ``torch.func`` function, optionally ``torch.compile``-d.
 
+The tested copy of chapter 4's torch.func meta-gradient.
+
 ``grad(outer)`` where ``outer(θ) = mean_i L_query_i(θ − α ∇L_support_i(θ))`` and the
 tasks are mapped with ``vmap``: no Python loop over tasks and no autograd tape, so
 ``torch.compile`` can fuse the whole second-order computation. On the paper's sinusoid

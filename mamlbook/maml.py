@@ -1,5 +1,7 @@
 """Functional MAML (Finn, Abbeel & Levine, ICML 2017) for any ``nn.Module``.
 
+The tested copy of chapters 2–4: the inner loop, the meta-gradient, batching tasks.
+
 The parameters θ live in a name → tensor dict and the model is run with
 ``torch.func.functional_call``, so the same code adapts an MLP, a CNN or an LSTM:
 that is what *model-agnostic* means.

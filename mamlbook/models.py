@@ -1,4 +1,7 @@
-"""Models used in the book. Any ``nn.Module`` works with ``mamlbook.maml``; these are the paper's."""
+"""Models used in the book. Any ``nn.Module`` works with ``mamlbook.maml``; these are the paper's.
+
+Chapters 1–2's MLP.
+"""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,6 @@
 """The book's figures: sinusoid tasks, fits before/after adaptation, learning curves,
+
+Every chapter's figures.
 MSE against gradient steps with 95% confidence bands, and a small results table.
 
 Every function draws on an ``Axes`` (pass ``ax=`` to compose figures, or let it make a new

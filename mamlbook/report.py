@@ -1,5 +1,7 @@
 """Turn ``metrics.json`` files into the Markdown results tables the README publishes.
 
+The README's results tables (chapters 2, 6, 8).
+
     python -m mamlbook report runs/*/metrics.json
 
 Every row is read from a file a run wrote, so a published table can be regenerated and checked

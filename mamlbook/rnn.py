@@ -1,5 +1,7 @@
 """Recurrent networks in MAML's inner loop: the one thing cuDNN cannot do, and the way round it.
 
+The tested copy of chapter 9's cuDNN lesson.
+
 On a CUDA GPU, ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run cuDNN's fused kernels. Their backward
 (``_cudnn_rnn_backward``) is not itself differentiable, so second-order MAML, which
 differentiates the inner loop's gradient again, fails with "derivative for

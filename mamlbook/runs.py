@@ -1,5 +1,7 @@
 """What a run leaves on disk: atomic checkpoints that load safely, strict JSON, the machine it ran on.
 
+Chapter 6's checkpoints and resume; every run's record.
+
 Every file is written to a temporary file in the same folder and then renamed over the old one
 (``os.replace`` is atomic), so a run killed mid-write never leaves a broken file
 (:func:`atomic_write`, the one writer). Checkpoints load with ``torch.load(weights_only=True)``:

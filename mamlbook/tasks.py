@@ -1,5 +1,7 @@
 """The sinusoid task family of Finn et al. (2017), Section 5.1.
 
+The tested copy of chapter 1's task family.
+
 Each task is a sine wave y = A·sin(x − φ) with amplitude A ~ U[0.1, 5.0] and phase
 φ ~ U[0, π]; inputs are drawn from U[-5, 5]. A K-shot task gives K support points to
 adapt on and separate query points to measure the adapted model (the official code

@@ -1,5 +1,7 @@
 """ANIL — Almost No Inner Loop (Raghu, Raghu, Bengio & Vinyals, ICLR 2020): adapt only the head.
 
+The tested copy of chapter 8's ANIL.
+
 Split θ into a body θ_b (the feature extractor) and a head θ_h (the last layer, e.g. Conv4's
 ``classifier.*``). The inner loop adapts the head alone,
 

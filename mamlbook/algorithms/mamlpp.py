@@ -1,5 +1,7 @@
 """MAML++ (Antoniou, Edwards & Storkey, "How to train your MAML", ICLR 2019), functionally.
 
+The tested copy of chapter 8's MAML++.
+
 - **Multi-step loss (MSL)**: the outer loss is Σ_j w_j L_query(θ_j) over *every* inner step
   j = 1..N instead of the last one only; the weights start uniform (1/N) and are annealed
   towards the last step over ``anneal_epochs`` (:func:`multi_step_loss_weights`), after which

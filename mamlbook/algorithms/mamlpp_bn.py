@@ -1,5 +1,7 @@
 """MAML++'s per-step BatchNorm (Antoniou, Edwards & Storkey, ICLR 2019, §4 "BNWB"/"BNRS").
 
+Part of chapter 8's MAML++.
+
 Plain MAML uses one set of BatchNorm shifts β (and scales γ, if the layer has them) at every
 inner step, although the features they normalise drift as θ is adapted. MAML++ gives every
 inner step j = 0..N−1 its own β_j (and γ_j), meta-learned in the outer loop and **not adapted

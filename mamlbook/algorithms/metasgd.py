@@ -1,5 +1,7 @@
 """Meta-SGD (Li, Zhou, Chen & Li, 2017): learn a learning rate for every parameter coordinate.
 
+The tested copy of chapter 8's Meta-SGD.
+
 MAML's inner step uses one scalar α for every parameter. Meta-SGD replaces it by a tensor α of
 θ's shape, applied elementwise, and meta-learns it with θ:
 

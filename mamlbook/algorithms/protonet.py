@@ -1,5 +1,7 @@
 """Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017): the metric-learning baseline.
 
+The tested copy of chapter 8's Prototypical Networks.
+
 No inner loop at all. An embedding network f_θ maps each image to a vector; a class's
 *prototype* is the mean embedding of its support examples, and a query is scored by its negative
 squared Euclidean distance to each prototype:

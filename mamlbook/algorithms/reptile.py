@@ -1,5 +1,7 @@
 """Reptile (Nichol, Achiam & Schulman, 2018): move θ toward the parameters each task adapts to.
 
+The tested copy of chapter 3's Reptile (and chapter 8's learner).
+
 For every task i of a meta-batch, run ``inner_steps`` of SGD from θ on the task's data to get
 φ_i, then update
 

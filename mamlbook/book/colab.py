@@ -1,5 +1,7 @@
 """Google Colab and Binder: the repository's address, in one place, and the Colab install cell.
 
+Every chapter's Open-in-Colab badge and install cell.
+
 On Colab the package is not installed when a notebook's first cell runs, so that cell
 cannot import anything from here: it is the self-contained snippet :data:`COLAB_CELL`,
 pasted as the first code cell of every notebook (``tests/test_colab.py`` checks that its

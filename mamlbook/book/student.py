@@ -1,5 +1,7 @@
 """Student versions of the book's notebooks: solutions out, hidden tests out, outputs out.
 
+Every chapter's student version (docs/instructor.md).
+
     python -m mamlbook.book.student [--src notebooks] [--out student]    # (re)generate
     python -m mamlbook.book.student --check                               # exit 1 if out of date
     python -m mamlbook.book.student --execute                             # run them, report errors

@@ -1,5 +1,7 @@
 """Few-shot image data: N-way K-shot episodes, Omniglot, mini-ImageNet, checked downloads.
 
+The tested copy of chapter 5 (episodes), used by chapters 6–8.
+
 The pieces, one module each:
 - :mod:`.episodes`: :class:`ClassImages` (a split as one uint8 tensor per class) and
   :class:`EpisodeSampler` (whole meta-batches gathered on the split's device);

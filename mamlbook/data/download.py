@@ -1,5 +1,7 @@
 """Checked downloads: temp file, resume, checksum, HTML detection, atomic move into place.
 
+Chapter 5's downloads.
+
 ``download(url, dest, sha256=...)`` writes ``dest.part`` in the target folder, resumes it
 with an HTTP ``Range`` request after a broken connection (or restarts when the server
 ignores ranges), refuses an HTML page served instead of the file (quota, login and error

@@ -1,5 +1,7 @@
 """N-way K-shot episodes, sampled as whole meta-batches from a device-resident image set.
 
+The tested copy of chapter 5's episode sampler.
+
 A *split* (:class:`ClassImages`) holds every image of its classes once, as one uint8
 tensor ``(num_classes, per_class, H, W, C)`` on the target device. :class:`EpisodeSampler`
 draws T tasks at once: for each task N distinct classes, and in each class K + Q distinct

@@ -1,5 +1,7 @@
 """Generated stand-ins for Omniglot and mini-ImageNet, in the real on-disk formats.
 
+Chapters 5–7's fast mode without the real data, and the tests.
+
 For tests and fast mode only, where the real data cannot be had. The files are written
 exactly as the real distributions are (zips of 105×105 1-bit PNGs; JPEG folders, CSVs,
 pickles), so the real loaders run on them. Each stand-in holds a ``FAKE_DATASET.txt``

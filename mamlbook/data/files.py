@@ -1,5 +1,7 @@
 """What is wrong with a data file, said in one line: empty, an HTML page, truncated, the wrong format.
 
+Chapter 5's loaders use it.
+
 Every loader in :mod:`mamlbook.data` turns a file it cannot use into a :class:`~mamlbook.errors.BadFileError`
 whose message is ONE line: the file, what is wrong with it, and what to do, e.g.
 

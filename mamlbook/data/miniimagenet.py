@@ -1,5 +1,7 @@
 """mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle 2017 split) from any common distribution.
 
+Chapters 5 and 7.
+
 100 ImageNet classes × 600 images at 84×84, split 64 / 16 / 20 classes (meta-train / val /
 test). Three layouts are read, by the same loader, in this order of preference:
 

@@ -1,5 +1,7 @@
 """Omniglot (Lake et al. 2015) as 28×28 uint8 character classes, with the standard splits.
 
+Chapters 5, 6 and 8.
+
 Sources, all read by the same code: an official zip (``images_background.zip``,
 ``images_background_small1.zip``, ...), or its extracted folder. The full sets are
 downloaded through ``torchvision.datasets.Omniglot`` (which checks their MD5); the small

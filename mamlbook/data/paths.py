@@ -1,5 +1,7 @@
 """Where the book looks for data, and where it writes downloads and caches.
 
+Chapters 5–8.
+
 Search order for existing files (first hit wins):
   1. ``$MAMLBOOK_DATA`` (set it to use a data folder anywhere on disk),
   2. ``data/`` in the repository checkout (the default place for downloads),

@@ -1,5 +1,7 @@
 """Load pickles that may only contain NumPy arrays and plain Python containers.
 
+Chapter 5's mini-ImageNet pickles.
+
 ``pickle.load`` runs whatever callable the file names (a pickle can call ``os.system``);
 learn2learn's mini-ImageNet files are pickles, and a file from a mirror can be anything.
 :func:`safe_load` resolves only an allow-list of globals (NumPy's array and scalar

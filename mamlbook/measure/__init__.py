@@ -1,0 +1,3 @@
+"""Measurements behind the README's speed and GPU tables (chapters 4, 7 and 9 cite them)."""
+
+__all__ = ["bench", "gpu_speed", "precision", "amp_accuracy", "lstm_kernels", "episode_sampling"]

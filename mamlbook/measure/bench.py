@@ -1,5 +1,7 @@
 """Benchmark one MAML meta-training step: the package against the baselines, in one run.
 
+Chapter 4's speed question, answered on every workload.
+
     python -m mamlbook bench [--workloads W1,W2,W3] [--orders second,first] [--repeats N]
                              [--quick] [--json PATH] [--device cpu|cuda] [--compile]
 

@@ -1,5 +1,7 @@
 """Benchmark: time to sample one Omniglot meta-batch from the device-resident set.
 
+Chapter 5's sampling speed.
+
     python -m mamlbook.data.bench [--repeats 300] [--threads 1] [--device cpu] [--json out.json]
 
 For each configuration it reports the median (and 90th percentile) time of

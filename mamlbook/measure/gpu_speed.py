@@ -1,5 +1,7 @@
 """Time mini-ImageNet meta-training on a GPU and project 60,000 iterations: the README's GPU table.
 
+Chapter 7's GPU timings.
+
 The one command a session with a GPU runs (about 3–5 minutes of device time: ~20 s to start
 CUDA and build the 0.8 GB synthetic split, 20 warm-up iterations per row, then at most
 ``--budget-s`` = 180 s of timed training in all, whatever the card's speed; give it

@@ -1,5 +1,7 @@
 """How far is each precision's meta-gradient from the float64 one? (GPU: TF32, bf16, vmap.)
 
+Chapter 7's precision table.
+
     python -m mamlbook.precision_check [--device cuda] [--workloads W2,W3] [--json PATH]
 
 The benchmark (``mamlbook.bench``) compares every implementation's float32 meta-gradient with the
