@@ -2,13 +2,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from sinusoid_fixtures import float64_setup
 from torch import nn
 from torch.func import functional_call
 
 from mamlbook.algorithms import ALGORITHMS, AdaptedModel, default_head, make_algorithm
 from mamlbook.conv import omniglot_conv4
-
-from sinusoid_fixtures import float64_setup
 
 ALPHA = 0.01
 

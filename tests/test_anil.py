@@ -2,12 +2,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from sinusoid_fixtures import float64_setup
 
-from mamlbook.algorithms.anil import adapt_head, anil_meta_backward, anil_meta_loss, batched_adapt_head, split_head
+from mamlbook.algorithms.anil import (
+    adapt_head,
+    anil_meta_backward,
+    anil_meta_loss,
+    batched_adapt_head,
+    split_head,
+)
 from mamlbook.conv import omniglot_conv4
 from mamlbook.maml import adapt, meta_loss
-
-from sinusoid_fixtures import float64_setup
 
 ALPHA = 0.01
 HEAD = "4."          # SinusoidMLP's last Linear: parameters "4.weight" and "4.bias"

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import yaml
-
 from test_environment import CONDA_NAMES, conda_requirements, pyproject_requirements
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,12 +2,12 @@
 import shlex
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 
 from mamlbook.book import colab
 

@@ -3,16 +3,22 @@ import dataclasses
 import math
 
 import matplotlib
-from matplotlib.container import BarContainer
 import pytest
 import torch
+from data_fixtures import SMALL1, needs_omniglot
+from matplotlib.container import BarContainer
 
 from mamlbook.algorithms import ALGORITHMS
-from mamlbook.compare import (SavedGraphPeak, compare, format_table, omniglot_problem, plot_comparison,
-                              sinusoid_problem, tasks_digest)
+from mamlbook.compare import (
+    SavedGraphPeak,
+    compare,
+    format_table,
+    omniglot_problem,
+    plot_comparison,
+    sinusoid_problem,
+    tasks_digest,
+)
 from mamlbook.sinusoid import eval_tasks
-
-from data_fixtures import SMALL1, needs_omniglot
 
 matplotlib.use("Agg")
 BUDGET_S = 0.3

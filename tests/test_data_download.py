@@ -5,8 +5,13 @@ import os
 import pytest
 from data_fixtures import SMALL1, SMALL2, local_server, needs_omniglot
 
-from mamlbook.data import (ChecksumError, HTMLInsteadOfDataError, TruncatedDownloadError, download,
-                           download_omniglot_small)
+from mamlbook.data import (
+    ChecksumError,
+    HTMLInsteadOfDataError,
+    TruncatedDownloadError,
+    download,
+    download_omniglot_small,
+)
 
 BODY = os.urandom(300_000)                       # bigger than one read chunk, so resuming matters
 SHA = hashlib.sha256(BODY).hexdigest()

@@ -3,8 +3,15 @@ import zipfile
 
 import torch
 
-from mamlbook.data import (EpisodeSampler, find_data, load_miniimagenet, make_fake_miniimagenet,
-                           make_fake_omniglot, omniglot_splits, read_omniglot)
+from mamlbook.data import (
+    EpisodeSampler,
+    find_data,
+    load_miniimagenet,
+    make_fake_miniimagenet,
+    make_fake_omniglot,
+    omniglot_splits,
+    read_omniglot,
+)
 
 
 def nearest_neighbour_accuracy(episodes):

@@ -8,8 +8,13 @@ import torch
 from data_fixtures import MINI_CSVS, needs_mini_csvs
 from PIL import Image
 
-from mamlbook.data import (DatasetNotFoundError, EpisodeSampler, load_miniimagenet, make_fake_miniimagenet,
-                           verify_miniimagenet)
+from mamlbook.data import (
+    DatasetNotFoundError,
+    EpisodeSampler,
+    load_miniimagenet,
+    make_fake_miniimagenet,
+    verify_miniimagenet,
+)
 from mamlbook.data.fake import fake_class_image
 from mamlbook.data.miniimagenet import CSV_SHA256
 

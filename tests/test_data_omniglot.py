@@ -8,7 +8,14 @@ import torch
 from data_fixtures import SMALL1, SMALL2, needs_omniglot
 from PIL import Image
 
-from mamlbook.data import EpisodeSampler, check_disjoint, maml_split, omniglot_splits, read_omniglot, vinyals_split
+from mamlbook.data import (
+    EpisodeSampler,
+    check_disjoint,
+    maml_split,
+    omniglot_splits,
+    read_omniglot,
+    vinyals_split,
+)
 from mamlbook.data.omniglot import decode
 
 

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from mamlbook.measure import amp_accuracy as amp_check, lstm_kernels as rnn_check, precision as precision_check
 from mamlbook.amp import tf32_mode
+from mamlbook.measure import amp_accuracy as amp_check
+from mamlbook.measure import lstm_kernels as rnn_check
+from mamlbook.measure import precision as precision_check
 from mamlbook.measure.gpu_speed import run_check
 
 

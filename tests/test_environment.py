@@ -1,7 +1,8 @@
 """environment.yml (conda) and pyproject.toml ask for the same packages at the same lower bounds."""
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge's name → PyPI's

@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from sinusoid_fixtures import flat, float64_setup
 from torch import nn
 from torch.func import functional_call
 
@@ -9,8 +10,6 @@ from mamlbook.functional import make_meta_grad
 from mamlbook.maml import adapt, batched_adapt, meta_loss
 from mamlbook.models import SinusoidMLP
 from mamlbook.tasks import sample_sinusoid_tasks
-
-from sinusoid_fixtures import flat, float64_setup
 
 ALPHA = 0.01  # the paper's sinusoid inner step size
 

@@ -3,16 +3,22 @@ per-step BatchNorm and the cosine meta-learning rate."""
 import pytest
 import torch
 import torch.nn.functional as F
+from sinusoid_fixtures import flat, float64_setup
 from torch.func import functional_call
 
+from mamlbook.algorithms.mamlpp import (
+    adapt_per_step,
+    cosine_meta_lr_scheduler,
+    init_per_step_lrs,
+    mamlpp_meta_backward,
+    mamlpp_meta_loss,
+    mamlpp_task_loss,
+    multi_step_loss_weights,
+    use_first_order,
+)
+from mamlbook.algorithms.mamlpp_bn import bn_at_step, bn_param_names, init_per_step_bn, without_bn
 from mamlbook.conv import Conv4
 from mamlbook.maml import meta_loss
-from mamlbook.algorithms.mamlpp import (adapt_per_step, cosine_meta_lr_scheduler, init_per_step_lrs,
-                             mamlpp_meta_backward, mamlpp_meta_loss, mamlpp_task_loss,
-                             multi_step_loss_weights, use_first_order)
-from mamlbook.algorithms.mamlpp_bn import bn_at_step, bn_param_names, init_per_step_bn, without_bn
-
-from sinusoid_fixtures import flat, float64_setup
 
 ALPHA = 0.01
 

@@ -2,12 +2,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from sinusoid_fixtures import float64_setup
 from torch.func import functional_call
 
+from mamlbook.algorithms.metasgd import (
+    init_inner_lrs,
+    metasgd_adapt,
+    metasgd_meta_backward,
+    metasgd_meta_loss,
+)
 from mamlbook.maml import meta_loss
-from mamlbook.algorithms.metasgd import (init_inner_lrs, metasgd_adapt, metasgd_meta_backward, metasgd_meta_loss)
-
-from sinusoid_fixtures import float64_setup
 
 ALPHA = 0.01
 

@@ -11,10 +11,17 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from mamlbook.evaluate import EvalResult  # noqa: E402
 from mamlbook.models import SinusoidMLP  # noqa: E402
-from mamlbook.plotting import (adapted_params, format_ci, markdown_table,  # noqa: E402
-                               plot_adaptation, plot_adaptation_curves,
-                               plot_adaptation_curves_by_k, plot_learning_curve, plot_model,
-                               plot_tasks)
+from mamlbook.plotting import (  # noqa: E402
+    adapted_params,
+    format_ci,
+    markdown_table,
+    plot_adaptation,
+    plot_adaptation_curves,
+    plot_adaptation_curves_by_k,
+    plot_learning_curve,
+    plot_model,
+    plot_tasks,
+)
 from mamlbook.tasks import sample_sinusoid_tasks, sinusoid  # noqa: E402
 from mamlbook.train import History  # noqa: E402
 

@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 from torch.func import functional_call
 

@@ -5,7 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from mamlbook.algorithms.protonet import proto_logits, protonet_accuracy, protonet_loss, prototypes, task_logits
+from mamlbook.algorithms.protonet import (
+    proto_logits,
+    protonet_accuracy,
+    protonet_loss,
+    prototypes,
+    task_logits,
+)
 
 
 class Identity(nn.Module):

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from mamlbook.models import SinusoidMLP
 from mamlbook.algorithms.reptile import reptile_gradient, reptile_step
+from mamlbook.models import SinusoidMLP
 from mamlbook.tasks import sample_sinusoid_tasks
 
 

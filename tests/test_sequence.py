@@ -1,7 +1,6 @@
 """Chapter 9's pieces: sinusoid-walk tasks, the LSTM written out, and MAML through an LSTM."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mamlbook.maml import meta_loss, resolve_batched
@@ -164,12 +163,13 @@ def test_walks_ending_at_are_reproducible_and_reject_a_bad_shape():
 def test_every_inner_loop_applies_the_cudnn_rule(monkeypatch):
     # MAML, Meta-SGD and ANIL share maml.inner_loop; MAML++ keeps its own loop with the same rule.
     import contextlib
-    import mamlbook.maml as maml_module
+
     import mamlbook.algorithms.mamlpp as mamlpp_module
+    import mamlbook.maml as maml_module
     from mamlbook.algorithms.anil import adapt_head
     from mamlbook.algorithms.mamlpp import adapt_per_step, init_per_step_lrs
-    from mamlbook.maml import adapt
     from mamlbook.algorithms.metasgd import init_inner_lrs, metasgd_adapt
+    from mamlbook.maml import adapt
     asked = []
 
     def recording(model, device, first_order):

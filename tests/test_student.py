@@ -4,9 +4,18 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mamlbook.book.student import (CODE_STUB, MarkerError, execute_notebook, exercise_cells,
-                              has_exercises, main, make_student_notebook, outdated,
-                              student_run_problems, write_student_notebooks)
+from mamlbook.book.student import (
+    CODE_STUB,
+    MarkerError,
+    execute_notebook,
+    exercise_cells,
+    has_exercises,
+    main,
+    make_student_notebook,
+    outdated,
+    student_run_problems,
+    write_student_notebooks,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
