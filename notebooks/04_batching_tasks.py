@@ -39,6 +39,7 @@ if "google.colab" in sys.modules:
 # %%
 import statistics
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+import mamlbook
 from mamlbook.config import banner, pick
 from mamlbook.conv import BatchNorm, omniglot_conv4
 from mamlbook.maml import meta_loss
@@ -163,8 +165,8 @@ assert graph_kib["second"][-1] > graph_kib["second"][0]
 # %% [markdown]
 # The graph grows linearly with the number of inner steps; under `vmap` it holds all tasks at
 # once, where a loop that calls `backward` per task (`mamlbook.maml.meta_backward`) holds one
-# task's graph at a time. That is why the package loops on CPU for the conv models (W2/W3 in
-# `docs/benchmarks.md`).
+# task's graph at a time. Memory is one of the two reasons the package loops over tasks on a CPU for
+# the conv models; speed is the other (section 3 reads both from the recorded benchmark).
 #
 # ## 3. Pitfalls
 #
@@ -190,10 +192,49 @@ print("same:     ", vmap(noise, randomness="same")(torch.zeros(3)))
 # %% [markdown]
 # **When vmap is slower.** Each task has its own convolution weights, so `vmap` turns a batch of
 # convolutions into one *grouped* convolution. On a GPU that is a good trade; on a CPU grouped
-# convolutions are much slower than PyTorch's ordinary ones, and the benchmark
-# (`python -m mamlbook bench`, table in `docs/benchmarks.md`) measured the plain per-task loop
-# ahead on the conv workloads. Hence `batched="auto"` batches MLPs everywhere but conv +
-# BatchNorm models only on a GPU.
+# convolutions can be much slower than PyTorch's ordinary ones. Timing the paper's conv networks
+# takes minutes, so the next cell does not run it: it reads the CPU table that the benchmark
+# (`python -m mamlbook bench`) recorded in `docs/benchmarks.md` — **a recorded run, not run now**,
+# with the machine and date of its heading — and prints the conv workloads, W2 (Omniglot Conv4) and
+# W3 (mini-ImageNet Conv4): the per-task loop against `vmap`, speed and peak memory.
+
+# %%
+def find_recorded(name):
+    """A committed file, looked for from this folder, its parent, and the package's repository."""
+    roots = [Path.cwd(), Path.cwd().parent, Path(mamlbook.__file__).resolve().parents[1]]
+    return next((r / name for r in roots if (r / name).exists()), None)
+
+
+def recorded_cpu_bench(path):
+    """(heading, {(workload, order, impl): row}) of the first '## CPU' table of docs/benchmarks.md."""
+    heading, header, rows = None, None, {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            if rows:
+                break
+            heading = line[3:] if line.startswith("## CPU") else None
+        elif heading and line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if cells[0] == "workload":
+                header = cells
+            elif header and not set(cells[0]) <= set("-:"):
+                row = dict(zip(header, cells))
+                rows[row["workload"], row["order"], row["impl"]] = row
+    return heading, rows
+
+
+bench_path = find_recorded("docs/benchmarks.md")
+heading, bench = recorded_cpu_bench(bench_path) if bench_path else (None, {})
+if not bench:
+    print("docs/benchmarks.md (with its CPU table) is not on this machine; it is in the book's repository.")
+else:
+    print(f"Recorded by `python -m mamlbook bench` — {heading} — not run now (second order):")
+    for w in ("W2", "W3"):
+        loop, vm = bench[w, "second", "loop"], bench[w, "second", "mamlbook-vmap"]
+        ratio = float(loop["ms/step (median)"]) / float(vm["ms/step (median)"])
+        print(f"  {w}: loop {loop['ms/step (median)']} ms, vmap {vm['ms/step (median)']} ms per meta-step "
+              f"(vmap at {ratio:.2f}× the loop's speed); peak memory {loop['peak MB']} MB vs {vm['peak MB']} MB "
+              f"→ on this CPU the loop is {'faster' if ratio < 1 else 'slower'}")
 #
 # ## 4. The BatchNorm trap: testing with an invariant
 #
@@ -256,12 +297,20 @@ for bn, res in trap.items():
 assert all(v < 1e-13 for v in trap["mamlbook.conv.BatchNorm"].values())
 
 # %% [markdown]
-# Read the first line. With PyTorch's BatchNorm the loop and autograd-over-`vmap` give zero to
-# rounding, but the fully functional `torch.func` meta-gradient does not: on torch 2.14.1 it is off
-# by the amount printed above, many orders of magnitude above rounding (if your PyTorch prints
-# ~1e-16 there, the bug has been fixed in your version). Nothing crashes and the training loss
-# still falls: only the invariant gives it away. Comparing against the loop would have caught it
-# too, but only if someone had thought to run that comparison on a BatchNorm model.
+# Read the first line; the next cell says what it shows on *your* PyTorch. With PyTorch's
+# BatchNorm the loop and autograd-over-`vmap` give zero to rounding; on the PyTorch this book was
+# written with, the fully functional `torch.func` meta-gradient did not. Nothing crashes and the
+# training loss still falls: only the invariant gives it away. Comparing against the loop would have
+# caught it too, but only if someone had thought to run that comparison on a BatchNorm model.
+
+# %%
+torch_func_error = trap["nn.BatchNorm2d"]["torch.func grad(vmap(grad))"]
+if torch_func_error > 1e-10:
+    print(f"On torch {torch.__version__}, the torch.func meta-gradient of the conv bias is {torch_func_error:.1e} "
+          "instead of 0: wrong, many orders of magnitude above rounding.")
+else:
+    print(f"On torch {torch.__version__}, the torch.func meta-gradient of the conv bias is {torch_func_error:.1e}: "
+          "zero to rounding — the bug described below is fixed in this version.")
 #
 # The cause is in PyTorch's derivative rules for its fused batch-norm kernel under the
 # `grad`-of-`vmap` transform, not in our code. The cure is a BatchNorm written from `mean`,
@@ -290,10 +339,11 @@ for batched in (False, True):
 # %% [markdown]
 # ## Summary
 #
-# - `vmap` over tasks with `functional_call` gives the loop's meta-gradients (float64, 1e-10)
-#   and, on the sinusoid MLP, a several-fold faster meta-step (measured above).
+# - `vmap` over tasks with `functional_call` gives the loop's meta-gradients (float64, 1e-10);
+#   section 1 measured how much faster it makes the sinusoid MLP's meta-step on your machine.
 # - BatchNorm under MAML uses batch statistics and no running buffers; randomness inside
-#   `vmap` needs `randomness=`; graphs grow with inner steps; on a CPU the loop wins for convs.
+#   `vmap` needs `randomness=`; graphs grow with inner steps; for the conv networks on a CPU, the
+#   recorded benchmark has the per-task loop ahead, which is why `batched="auto"` loops there.
 # - Test with invariants: the conv bias before batch-statistics BatchNorm must get a zero
 #   meta-gradient. That one line exposed a wrong second-order gradient in a library path.
 #
