@@ -28,9 +28,18 @@ from pathlib import Path
 
 import torch
 
-from .algorithms import ALGORITHMS, make_algorithm
+from .algorithms import ALGORITHMS, PRETRAINED, make_algorithm
 from .compare import SETTINGS
 from .config import fast_mode
+from .distributed import (
+    close,
+    describe,
+    distribute,
+    elastic_resume,
+    init_from_environment,
+    launched_by_torchrun,
+    on_main,
+)
 from .errors import MamlbookError, OptionError
 from .fewshot import FewShotConfig, load_splits
 from .measure import bench
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train", help="meta-train a preset; writes checkpoint.pt, best.pt, log.csv, metrics.json")
     tr.add_argument("--preset", required=True, choices=sorted(PRESETS),
-                    help="; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+                    help="; ".join(f"{k}: {v}" for k, v in PRESETS.items()).replace("%", "%%"))
     tr.add_argument("--out", required=True, type=Path, help="output folder")
     tr.add_argument("--algorithm", choices=ALGORITHMS, default="maml",
                     help="meta-learner (default maml); the others start from their papers' settings "
@@ -95,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "(sinusoid 5000, classification presets 1000)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     tr.add_argument("--no-compile", dest="compile", action="store_false",
-                    help="sinusoid MAML: skip torch.compile (needs a C compiler; ~40 s once, then ~4x faster)")
-    tr.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for PyTorch (default 1)")
+                    help="sinusoid MAML: skip torch.compile (needs a C compiler; 20-40 s the first time, "
+                         "cached for later runs; then ~5x faster steps)")
+    tr.add_argument("--threads", type=_positive_int, default=1,
+                    help="CPU threads for PyTorch's kernels (default 1; with 1, MAML on the conv presets runs its "
+                         "tasks on all cores instead: learner.path task-threads in metrics.json)")
     tr.add_argument("--no-progress", dest="progress", action="store_false")
     tr.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     tr.add_argument("--amp", action="store_true", help="mixed precision (MAML, first-order MAML; CUDA only)")
@@ -167,6 +179,13 @@ def learner_options(args, cfg) -> dict:
     if name == "reptile" and args.meta_lr:
         raise OptionError("--meta-lr: not available for reptile (its outer step is the interpolation ε, "
                           "set in mamlbook/compare.py; it has no meta-optimizer)")
+    if name in PRETRAINED:
+        given = [f for f, v in (("--inner-lr", args.inner_lr), ("--inner-steps", args.inner_steps),
+                                ("--meta-batch-size", args.meta_batch_size)) if v]
+        if given:
+            raise OptionError(f"{', '.join(given)}: not available for {name} (it pretrains an ordinary "
+                              "classifier on flat batches of all meta-train classes: no inner loop, no "
+                              "meta-batch of tasks)")
     family = "sinusoid" if sinusoid else "omniglot"
     if name in ("maml", "fomaml") or cfg_family(cfg) == "miniimagenet":   # the preset's own protocol
         options = dict(SETTINGS[family].get(name, {}), inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
@@ -179,9 +198,11 @@ def learner_options(args, cfg) -> dict:
         options["test_steps"] = options.get("inner_steps", 5)
     if name == "protonet":
         options = {}
+    if name in PRETRAINED:                       # their own settings on every classification preset
+        options = dict(SETTINGS["omniglot"].get(name, {}))
     if args.first_order:
         options["first_order"] = True
-    if not sinusoid and cfg.grad_clip:
+    if not sinusoid and cfg.grad_clip and name not in PRETRAINED:    # the official clip is MAML's
         options["grad_clip"] = cfg.grad_clip
     if args.amp:
         options["amp"] = True
@@ -201,8 +222,9 @@ def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, tes
     if isinstance(cfg, SinusoidConfig):
         if data is not None:
             raise OptionError("--data: only for the classification presets, not sinusoid")
-        return sinusoid_problem(k_shot=cfg.k_shot, meta_batch_size=cfg.meta_batch_size,
-                                num_test_tasks=num_test_tasks, init=cfg.init)
+        # The paper meta-trains one model with K = 10 and tests it at K = 5, 10 and 20 (App. B).
+        return sinusoid_problem(k_shot=cfg.k_shot, meta_batch_size=cfg.meta_batch_size, init=cfg.init,
+                                num_test_tasks=num_test_tasks, k_test=sorted({5, 10, 20, cfg.k_shot}))
     return fewshot_problem(cfg, load_splits(cfg, data), device=device, num_test_tasks=num_test_tasks,
                            test_seed=test_seed)
 
@@ -219,16 +241,21 @@ def train(args) -> dict:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = _config(args)
+    # Under torchrun: join the ranks (gloo on the CPU, nccl on CUDA); this rank's device (docs/distributed.md).
+    if args.algorithm in PRETRAINED and launched_by_torchrun():
+        raise OptionError(f"--algorithm {args.algorithm}: not available under torchrun (the ranks split a meta-batch "
+                          "of tasks; it trains on flat batches of classes): run it as one process")
+    ranks, device = init_from_environment(device, meta_batch_size=cfg.meta_batch_size)
     options = learner_options(args, cfg)
     problem = build_problem(cfg, data=args.data, device=device, num_test_tasks=args.eval_tasks,
                             test_seed=args.seed)                      # data first: a refused run writes nothing
-    if args.resume and not (args.out / "checkpoint.pt").is_file():
-        raise OptionError(f"--resume: no {args.out / 'checkpoint.pt'} to continue; train without --resume first")
-    if not args.resume and (args.out / "checkpoint.pt").exists():
-        raise OptionError(f"{args.out} already holds a run (checkpoint.pt): continue it with --resume, or train "
-                          "into a new --out (nothing was overwritten)")
+    resume = args.resume or elastic_resume(ranks, args.out)          # a torchrun restart continues its own run
+    on_main(ranks, lambda: _check_out(args.out, resume))              # rank 0 looks at the folder, for all ranks
     torch.manual_seed(cfg.seed)
+    if args.algorithm in PRETRAINED and problem.num_classes:          # the pretraining head's size
+        options["num_classes"] = problem.num_classes
     learner = make_algorithm(args.algorithm, problem.make_model().to(device), problem=problem.kind, **options)
+    distribute(learner, ranks)
     config = {"preset": args.preset, "algorithm": args.algorithm, "options": options, "settings": cfg.to_dict()}
     if fast_mode():
         print("FAST MODE (MAMLBOOK_FAST=1): numbers from this run are from a shortened run.")
@@ -236,15 +263,17 @@ def train(args) -> dict:
         print(f"{problem.note}: its numbers say nothing about the real dataset.")
     print(f"{args.algorithm} on {args.preset}, {device}: {learner!r}", flush=True)
     if options.get("compile"):
-        print("Compiling the meta-gradient with torch.compile (a one-off ~40 s on 2 cores; --no-compile skips it).")
+        print(f"Compiling the training step with torch.compile (path {learner.path}): 20–40 s on 2 cores the first "
+              "time, a few seconds once cached (~/.cache/mamlbook/inductor); --no-compile skips it.")
     args.out.mkdir(parents=True, exist_ok=True)
     validate = None
     if problem.val is not None:
         def validate(lrn):
             r = evaluate_learner(lrn, problem.val, problem.kind, steps=[lrn.test_steps])
             return r["mean"][0], r["ci95"][0]
-    run = fit(learner, problem.sample, generator=torch.Generator().manual_seed(cfg.seed), iterations=cfg.iterations,
-              meta_lr=cfg.meta_lr, out=args.out, resume=args.resume,
+    run = fit(learner, problem.sampler(learner), generator=torch.Generator().manual_seed(cfg.seed),
+              iterations=cfg.iterations,
+              meta_lr=cfg.meta_lr, out=args.out, resume=resume,
               checkpoint_every=args.checkpoint_every or (5000 if args.preset == "sinusoid" else cfg.checkpoint_every),
               validate=validate, val_every=getattr(cfg, "val_every", 0), higher_is_better=problem.higher_is_better,
               time_budget_s=args.time_budget, config=config, progress=args.progress,
@@ -252,15 +281,26 @@ def train(args) -> dict:
     if run.stopped_by_budget:
         print(f"Stopped by the time budget at iteration {run.iteration} of {cfg.iterations}; continue with --resume.")
     if run.best is not None:                      # the meta-test sees the best validated θ only
-        learner.load_state_dict(load_checkpoint(args.out / "best.pt")["learner"])
+        learner.load_state_dict(on_main(ranks, lambda: load_checkpoint(args.out / "best.pt")["learner"]))
     eval_start = time.perf_counter()
     results = {name: evaluate_learner(learner, tasks, problem.kind) for name, tasks in problem.tests.items()}
     eval_time = time.perf_counter() - eval_start
     metrics = run_record(args, config, learner, run, results, problem, device, eval_time)
-    write_json(args.out / "metrics.json", metrics)
+    if ranks is None or ranks.is_main:
+        write_json(args.out / "metrics.json", metrics)
+    close(ranks)
     _report(args.algorithm, results)
     print(f"Wrote {args.out / 'metrics.json'}.")
     return metrics
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse --resume without a checkpoint, and training over a run already in ``out``."""
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise OptionError(f"--resume: no {out / 'checkpoint.pt'} to continue; train without --resume first")
+    if not resume and (out / "checkpoint.pt").exists():
+        raise OptionError(f"{out} already holds a run (checkpoint.pt): continue it with --resume, or train "
+                          "into a new --out (nothing was overwritten)")
 
 
 def run_record(args, config, learner, run, results, problem, device, eval_time) -> dict:
@@ -280,15 +320,15 @@ def run_record(args, config, learner, run, results, problem, device, eval_time) 
         "val": run.val, "best": run.best, "eval": results,
         "loss_curve": [sum(losses[i:i + window]) / len(losses[i:i + window]) for i in range(0, len(losses), window)],
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(), "note": problem.note,
-        "machine": machine_info(device),
+        "machine": machine_info(device), **describe(getattr(learner, "ranks", None)),
     }
 
 
 def evaluate(args) -> dict:
     """``evaluate``: the learner of a checkpoint on ``--tasks`` new tasks, with ``--steps``/``--inner-lr`` honoured."""
     torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    state = load_checkpoint(args.checkpoint)                              # loaded once
+    ranks, device = init_from_environment(resolve_device(args.device))  # under torchrun: the tasks split across ranks
+    state = on_main(ranks, lambda: load_checkpoint(args.checkpoint))     # loaded once
     saved = state["config"]
     settings = saved["settings"]
     cfg = FewShotConfig.from_dict(settings) if "dataset" in settings else SinusoidConfig(**settings)
@@ -296,6 +336,7 @@ def evaluate(args) -> dict:
     options = {k: v for k, v in saved["options"].items() if k not in ("compile", "amp")}
     learner = make_algorithm(saved["algorithm"], problem.make_model().to(device), problem=problem.kind, **options)
     learner.load_state_dict(state["learner"])
+    distribute(learner, ranks)
     steps = None
     if args.steps is not None:
         if args.steps < 0:
@@ -307,7 +348,9 @@ def evaluate(args) -> dict:
     out = {"checkpoint": str(args.checkpoint), "algorithm": saved["algorithm"], "iteration": state["iteration"],
            "config": settings, "inner_lr": args.inner_lr or learner.inner_lr, "note": problem.note, "eval": results}
     path = args.json or args.checkpoint.with_name("eval.json")
-    write_json(path, out)
+    if ranks is None or ranks.is_main:
+        write_json(path, out)
+    close(ranks)
     _report(saved["algorithm"], results)
     print(f"Wrote {path}.")
     return out

@@ -37,15 +37,15 @@ import matplotlib.pyplot as plt
 import torch
 
 from . import problems
-from .algorithms import ALGORITHMS, make_algorithm
+from .algorithms import PRETRAINED, make_algorithm
 from .config import fast_mode, pick
 from .fewshot import FewShotConfig
 from .plotting import format_ci, markdown_table
 from .problems import Problem, score, summarize_scores
 from .train import Batch, fit
 
-__all__ = ["SETTINGS", "sinusoid_problem", "omniglot_problem", "tasks_digest", "SavedGraphPeak", "Row",
-           "compare", "task_scores", "evaluate", "format_table", "plot_comparison"]
+__all__ = ["SETTINGS", "CHAPTER8", "sinusoid_problem", "omniglot_problem", "tasks_digest", "SavedGraphPeak",
+           "Row", "compare", "task_scores", "evaluate", "format_table", "plot_comparison"]
 
 # Settings shared by every algorithm on a problem are the MAML paper's (Finn et al. 2017):
 # sinusoids: K = 10, meta-batch 25, Adam β = 1e-3 (§5.1); Omniglot 5-way 1-shot: meta-batch 32,
@@ -66,6 +66,11 @@ SETTINGS: dict[str, dict[str, dict]] = {
         # second order throughout; rates start at MAML's α for this problem.
         "mamlpp": dict(inner_lr=0.01, inner_steps=5, anneal_epochs=10, iterations_per_epoch=500,
                        first_order_epochs=0),
+        # iMAML (Rajeswaran et al. 2019) has no sinusoid experiment: λ = 2.0, 5 CG steps and 16 inner
+        # steps are its Omniglot settings (Table 2's caption), α = MAML's 0.01 here: this book's choice.
+        "imaml": dict(inner_lr=0.01, inner_steps=16, lam=2.0, cg_steps=5),
+        # Truncated backpropagation: this book's choice, 5 inner steps differentiated through the last 1.
+        "truncated": dict(inner_lr=0.01, inner_steps=5, backprop_steps=1),
     },
     "omniglot": {
         "maml": dict(inner_lr=2.0, inner_steps=1, test_steps=10),    # the book's protocol (chapter 6)
@@ -85,8 +90,30 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "mamlpp": dict(inner_lr=0.1, inner_steps=5, anneal_epochs=10, iterations_per_epoch=500,
                        first_order_epochs=0),
         "protonet": dict(),   # Snell et al.: no α; Adam β = 1e-3 (their 60-way training episodes are not used)
+        # iMAML, GD (Rajeswaran et al. 2019, Table 2's caption): λ = 2.0, 5 CG steps, 16 inner steps for
+        # 5-way (25 for 20-way: pass inner_steps=25); α = 0.1 for the mean cross-entropy, the authors'
+        # README command (aravindr93/imaml_dev: --inner_lr 1e-1 --n_steps 16 --lam 2.0 --cg_steps 5).
+        # Meta-test with the same 16 steps (their measure_accuracy.py command).
+        "imaml": dict(inner_lr=0.1, inner_steps=16, test_steps=16, lam=2.0, cg_steps=5),
+        # Truncated backpropagation: this book's choice: MAML's α = 2.0 (mean CE), 5 inner steps (MAML's
+        # 20-way count) differentiated through the last 1, 10 steps at test as the book's MAML.
+        "truncated": dict(inner_lr=2.0, inner_steps=5, backprop_steps=1, test_steps=10),
+        # The transfer baselines, on every classification preset (Omniglot and mini-ImageNet alike).
+        # Chen et al. 2019, wyharveychen/CloserLookFewShot train.py: batches of 16 images, Adam at 1e-3
+        # (the preset's β); baselinefinetune.py: the new head's weight decay 1e-3 (algorithms/baseline.py).
+        "baseline": dict(batch_size=16, weight_decay=1e-3),
+        "baselinepp": dict(batch_size=16),             # scale 2 (≤ 200 classes) or 10: backbone.py distLinear
+        # Tian et al. 2020, WangYueFt/rfs eval/meta_eval.py: LogisticRegression's default C = 1 on
+        # L2-normalised features; pretrained as the Baseline (their ResNet-12 recipe is not used).
+        "probe": dict(batch_size=16, C=1.0),
+        # Whole-network fine-tuning from the Baseline's head: 10 SGD steps (MAML's meta-test count) at
+        # α = 0.1 (mean CE): this book's choice (mamlbook.algorithms.transfer).
+        "finetune": dict(batch_size=16, weight_decay=1e-3, inner_lr=0.1, test_steps=10),
     },
 }
+# compare()'s default race: chapter 8's learners. Chapter 10's (iMAML, truncated, the transfer baselines)
+# are raced by naming them.
+CHAPTER8 = ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet")
 
 def sinusoid_problem(*, k_shot: int = 10, meta_batch_size: int = 25,
                      num_test_tasks: int | None = None) -> Problem:
@@ -204,8 +231,8 @@ def compare(problem: Problem | str, algorithms: Sequence[str] | None = None, *, 
 
     Args:
         problem: a :class:`Problem`, or "sinusoid" for :func:`sinusoid_problem`'s defaults.
-        algorithms: names from :data:`~mamlbook.algorithms.ALGORITHMS` (default: every one that
-            fits the problem: Prototypical Networks only classify).
+        algorithms: names from :data:`~mamlbook.algorithms.ALGORITHMS` (default: :data:`CHAPTER8`'s that
+            fit the problem: Prototypical Networks only classify).
         settings: per-algorithm options replacing :data:`SETTINGS` entries, e.g.
             ``{"reptile": {"inner_steps": 10}}``.
         device: where to train (default: the test tasks' device).
@@ -217,33 +244,45 @@ def compare(problem: Problem | str, algorithms: Sequence[str] | None = None, *, 
         problem = sinusoid_problem()
     if not budget_s > 0:
         raise ValueError(f"budget_s must be positive, got {budget_s}")
-    default = [a for a in ALGORITHMS if problem.kind == "classification" or a != "protonet"]
+    default = [a for a in CHAPTER8 if problem.kind == "classification" or a != "protonet"]
     tasks = problem.test
     device = torch.device(device) if device is not None else tasks[0].device
     test = tuple(t.to(device) for t in tasks)
     digest = tasks_digest(tasks)
     rows = []
     for name in algorithms or default:
-        options = {**SETTINGS[problem.name].get(name, {}), **(settings or {}).get(name, {})}
+        table = SETTINGS.get(problem.name, SETTINGS["omniglot"])     # mini-ImageNet: the Omniglot methods' own
+        options = {**table.get(name, {}), **(settings or {}).get(name, {})}
         rows.append(_run_one(problem, name, options, test, digest, budget_s=budget_s, seed=seed,
                              device=device, progress=progress))
     return rows
 
 
+@contextlib.contextmanager
+def first_step_probe(algo, graph: "SavedGraphPeak"):
+    """The graph probe around one outer step, run on this thread so that the probe sees the whole graph."""
+    with algo.on_this_thread(), graph:
+        yield
+
+
 def _run_one(problem: Problem, name: str, options: dict, test: Batch, digest: str, *, budget_s: float,
              seed: int, device: torch.device, progress: bool) -> Row:
     torch.manual_seed(seed)
+    if name in PRETRAINED:                                            # the pretraining head's size
+        options = {**options, "num_classes": problem.num_classes}
     algo = make_algorithm(name, problem.make_model().to(device), problem=problem.kind, **options)
+    sample = problem.sampler(algo)                                     # tasks, or flat batches of classes
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_start = torch.cuda.memory_allocated()
     graph = SavedGraphPeak()                                           # measures the first step's graph
-    run = fit(algo, lambda gen: tuple(t.to(device) for t in problem.sample(gen)),
+    run = fit(algo, lambda gen: tuple(t.to(device) for t in sample(gen)),
               generator=torch.Generator().manual_seed(seed),          # the same tasks for every algorithm
               iterations=None, time_budget_s=budget_s, meta_lr=problem.meta_lr, progress=progress,
-              desc=f"{name} ({budget_s:g} s)", step_context=lambda i: graph if i == 0 else contextlib.nullcontext())
+              desc=f"{name} ({budget_s:g} s)",
+              step_context=lambda i: first_step_probe(algo, graph) if i == 0 else contextlib.nullcontext())
     cuda_peak = (torch.cuda.max_memory_allocated() - cuda_start) / 2**20 if cuda else None
     theta_finite = all(bool(torch.isfinite(p).all()) for p in algo.meta_parameters())
     r = summarize_scores(evaluate(algo, problem, test))

@@ -16,14 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import miniimagenet_conv4, omniglot_conv4
-from .data import EpisodeSampler
+from .data import ClassImages, EpisodeSampler
+from .errors import OptionError
 from .evaluate import mean_ci95
 from .models import SinusoidMLP
 from .sinusoid import EVAL_SEED
 from .tasks import sample_sinusoid_tasks
 from .train import Batch
 
-__all__ = ["TaskSet", "Problem", "score", "metric_fn", "summarize_scores", "evaluate_learner",
+__all__ = ["TaskSet", "ClassBatches", "Problem", "score", "metric_fn", "summarize_scores", "evaluate_learner",
            "sinusoid_problem", "fewshot_problem", "make_model", "make_sampler"]
 
 
@@ -49,6 +50,36 @@ class TaskSet:
             done += t
 
 
+class ClassBatches:
+    """Flat batches (x (B, C, H, W), y (B,)) of a split's images with their global class labels 0..C−1.
+
+    What supervised pretraining (Chen et al. 2019's Baseline, Tian et al. 2020) trains on: every
+    image of every meta-train class, the label being the class's index in the split (rotated
+    copies are classes of their own, as in the episodes). Each batch is B i.i.d. uniform draws
+    over the split's images from the given generator (Chen et al.'s loader shuffles per epoch
+    instead; the two differ only in the order of visits). The images move to ``device`` on the
+    first draw, so a problem that never pretrains never copies them.
+    """
+
+    def __init__(self, split: ClassImages, device=None):
+        self.split, self.device, self.num_classes = split, device, split.num_classes
+        self._flat = None
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` images as float32 in [0, 1], (B, C, H, W), and their class indices (B,)."""
+        if self._flat is None:
+            split = self.split if self.device is None else self.split.to(self.device)
+            per_class, (c, h, w) = split.images.shape[1], split.image_shape
+            real = torch.arange(per_class, device=split.device)[None, :] < split.counts[:, None]  # (C, P)
+            self._rows = real.flatten().nonzero().squeeze(1)              # (images,) rows of the flat view
+            self._flat = split.images.reshape(-1, h, w, c)                 # (classes·P, H, W, C) uint8
+        pick = torch.randint(len(self._rows), (batch_size,), generator=generator,
+                             device=generator.device).to(self._rows.device)
+        rows = self._rows[pick]
+        x = self._flat.index_select(0, rows).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        return x, rows // self.split.images.shape[1]
+
+
 @dataclass
 class Problem:
     """What a learner trains and is tested on.
@@ -62,6 +93,8 @@ class Problem:
         val: the fixed meta-validation tasks (None: no model selection).
         meta_lr: Adam's β.
         note: said with every result (e.g. that the data is a FAKE stand-in).
+        classes: flat batches of the meta-train classes with global labels (classification only), for
+            the learners that pretrain a classifier (``learner.batches == "classes"``); see :meth:`sampler`.
     """
 
     name: str
@@ -72,6 +105,22 @@ class Problem:
     val: TaskSet | None = None
     meta_lr: float = 1e-3
     note: str = ""
+    classes: ClassBatches | None = None
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many meta-train classes there are (the pretraining head's size); None for regression."""
+        return None if self.classes is None else self.classes.num_classes
+
+    def sampler(self, learner) -> Callable[[torch.Generator], tuple]:
+        """What :func:`mamlbook.train.fit` draws for ``learner``: meta-batches of tasks (``sample``), or for a
+        pretraining learner (``learner.batches == "classes"``) flat batches of ``learner.batch_size``."""
+        if learner.batches == "episodes":
+            return self.sample
+        if self.classes is None:
+            raise OptionError(f"{learner.name} pretrains a classifier on the meta-train classes; the "
+                              f"{self.name} problem has none (use a classification preset)")
+        return lambda gen: self.classes.sample(learner.batch_size, gen)
 
     @property
     def metric(self) -> str:
@@ -122,12 +171,20 @@ def evaluate_learner(learner, tasks: TaskSet, kind: str, *, steps: list[int] | N
     Returns {"steps", "mean", "ci95", "median", "diverged" (lists aligned with steps), "num_tasks",
     "test_steps", "metric"}. ``steps`` defaults to [0, …, test_steps] for MAML and first-order MAML
     (one incremental curve) and [test_steps] for the others; ``inner_lr`` replaces the training α.
+    A learner split across ranks (:mod:`mamlbook.distributed`) scores its share of the tasks on
+    each rank; every rank gets the whole per-task table, hence the one-process numbers.
     """
     if steps is None:
         steps = learner.default_eval_steps()
-    tables = [learner.score_tasks(*b, steps=steps, inner_lr=inner_lr, metric=metric_fn(kind)).cpu()
-              for b in tasks.batches()]
-    table = torch.cat(tables).double()                                     # (tasks, len(steps))
+
+    def scores(b):
+        return learner.score_tasks(*b, steps=steps, inner_lr=inner_lr, metric=metric_fn(kind)).cpu()
+    ranks = getattr(learner, "ranks", None)           # across ranks: each scores its part, all get the table
+    if ranks is None:
+        table = torch.cat([scores(b) for b in tasks.batches()]).double()   # (tasks, len(steps))
+    else:
+        table = ranks.score_split(tasks.batches(), scores, columns=len(steps),
+                                  num_batches=-(-tasks.num_tasks // tasks.chunk))
     cols = [summarize_scores(table[:, i]) for i in range(len(steps))]
     return {"metric": "query MSE" if kind == "regression" else "query accuracy (%)",
             "test_steps": learner.test_steps, "num_tasks": table.shape[0], "steps": list(steps),
@@ -191,4 +248,5 @@ def fewshot_problem(cfg, splits: dict, *, device=None, num_test_tasks: int | Non
     fake = any(getattr(s, "fake", False) for s in splits.values())
     return Problem(cfg.dataset, "classification", lambda: make_model(cfg),
                    lambda gen: train(cfg.meta_batch_size, gen), tests, val, meta_lr=cfg.meta_lr,
-                   note="FAKE data (a generated stand-in)" if fake else "")
+                   note="FAKE data (a generated stand-in)" if fake else "",
+                   classes=ClassBatches(splits["train"], device) if "train" in splits else None)

@@ -13,7 +13,8 @@ One checkpoint schema for every learner and preset (written by :func:`mamlbook.t
      "iteration": int, "learner": {"model": state_dict, "extra": {group: {name: tensor}}, ["scaler"]},
      "optimizer": state_dict | None, "generator": ByteTensor, "torch_rng": ByteTensor,
      "losses": (iteration,) tensor, "val": (n, 3) tensor of (iteration, mean, ci95),
-     "best": [iteration, mean, ci95] | None, "train_time_s": float}
+     "best": [iteration, mean, ci95] | None, "train_time_s": float,
+     ["torch_rng_ranks": (N, ·) ByteTensor, "elastic_run_id": str]}     (torchrun runs: mamlbook.distributed)
 
 ``best.pt`` has the same schema, frozen at the best validation point.
 """

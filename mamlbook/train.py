@@ -8,6 +8,12 @@ on a CPU: θ, the learner's meta-learned extras (inner rates, per-step BN), the 
 the task generator and PyTorch's global RNG all come back. The checkpoint schema is in
 :mod:`mamlbook.runs`.
 
+Across processes (``torchrun``; :mod:`mamlbook.distributed`, set on the learner as ``learner.ranks``)
+the same loop runs on every rank: each draws the whole meta-batch and keeps its share, the
+learner averages the meta-gradient, the time budget is decided jointly, and rank 0 alone writes
+(checkpoints then also hold every rank's RNG state, ``torch_rng_ranks`` (N, ·), and torchrun's
+rendezvous id, ``elastic_run_id``). A checkpoint resumes on any number of ranks.
+
 :func:`meta_train` (MAML on a task stream, chapter 2's name) and :func:`pretrain` (the
 joint-training baseline) are the notebooks' thin wrappers.
 """
@@ -106,7 +112,10 @@ def _flat(config: dict, prefix: str = "") -> dict:
 def _restore(path: Path, learner: Algorithm, optimizer, generator, config: dict) -> Run:
     # Loaded on the CPU: RNG states must stay CPU ByteTensors (set_state refuses CUDA tensors);
     # load_state_dict moves the weights and Adam moments to the learner's device.
-    state = load_checkpoint(path, map_location="cpu")
+    # Across ranks, rank 0 reads the file and hands it to the others (no shared file system needed).
+    ranks = getattr(learner, "ranks", None)
+    read = lambda: load_checkpoint(path, map_location="cpu")
+    state = read() if ranks is None else ranks.from_main(read)
     saved, mine = _flat(state["config"]), _flat(config)
     if saved != mine:
         diff = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
@@ -116,7 +125,10 @@ def _restore(path: Path, learner: Algorithm, optimizer, generator, config: dict)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
+    if ranks is None:
+        torch.set_rng_state(state["torch_rng"])
+    else:
+        ranks.restore_rng(state)
     val = [{"iteration": int(i), "mean": m, "ci95": c} for i, m, c in state["val"].tolist()]
     best = None if state["best"] is None else dict(zip(("iteration", "mean", "ci95"), state["best"]))
     if best is not None:
@@ -170,10 +182,15 @@ def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, gener
         run = _restore(out / "checkpoint.pt", learner, optimizer, generator, config)
         run.out = out
     cuda = learner.device.type == "cuda"
+    ranks = getattr(learner, "ranks", None)              # None: one process
+    main = ranks is None or ranks.is_main                # the one that writes
 
     def checkpoint(name: str = "checkpoint.pt") -> None:
-        if out is not None:
-            save_checkpoint(out / name, _state(learner, optimizer, generator, run, config))
+        if out is None:
+            return
+        extras = {} if ranks is None else ranks.checkpoint_extras(learner, generator, run.iteration)
+        if main:
+            save_checkpoint(out / name, {**_state(learner, optimizer, generator, run, config), **extras})
             if name == "checkpoint.pt":
                 write_log(out / "log.csv", run)
 
@@ -186,13 +203,19 @@ def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, gener
             checkpoint("best.pt")
 
     started, base = time.perf_counter(), run.train_time_s
-    bar = tqdm(total=iterations, initial=run.iteration, disable=not progress, mininterval=0.5, desc=desc)
+    bar = tqdm(total=iterations, initial=run.iteration, disable=not (progress and main), mininterval=0.5, desc=desc)
     while iterations is None or run.iteration < iterations:
         elapsed = time.perf_counter() - started
-        if time_budget_s is not None and elapsed >= time_budget_s:
-            run.stopped_by_budget = True
-            break
-        batch = sample(generator)
+        if time_budget_s is not None:
+            over = elapsed >= time_budget_s
+            if ranks is not None:
+                over = ranks.any(over)                                 # all ranks stop together
+            if over:
+                run.stopped_by_budget = True
+                break
+        batch = sample(generator)                                      # the whole meta-batch, on every rank
+        if ranks is not None:
+            batch = ranks.shard(batch)                                 # this rank's T/N tasks
         fraction = run.iteration / iterations if iterations else elapsed / time_budget_s
         t0 = time.perf_counter()
         with step_context(run.iteration) if step_context else contextlib.nullcontext():

@@ -32,8 +32,9 @@
 #   checked against finite differences in float64, and two LSTM implementations (`nn.LSTM` looped
 #   over tasks, a hand-written LSTM batched with `vmap`) giving the same meta-gradient — at very
 #   different speeds;
-# - MAML against two baselines on the LSTM: the same network from its random initialisation, and
-#   one pretrained on all tasks jointly, with 95% confidence intervals;
+# - MAML against three baselines on the LSTM: the same network from its random initialisation, one
+#   pretrained on all tasks jointly, and one trained by the seed article's loop (chapter 1), with 95%
+#   confidence intervals and paired tests;
 # - the one thing that *does* break on a GPU — cuDNN's LSTM has no double backward — why, and the
 #   fix `mamlbook` applies (only the inner loop leaves cuDNN), with a recorded H200 measurement.
 #
@@ -51,6 +52,7 @@ if "google.colab" in sys.modules:
 import copy
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -58,21 +60,24 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from IPython.display import Markdown, display
 from torch import nn
+from tqdm.auto import trange
 
 import mamlbook.measure.lstm_kernels as rnn_check
 from mamlbook.config import banner, fast_mode, pick
-from mamlbook.evaluate import adaptation_curve
+from mamlbook.evaluate import adaptation_curve, mean_ci95, summarize
 from mamlbook.maml import meta_backward, meta_loss, resolve_batched
 from mamlbook.plotting import (adapted_params, format_ci, markdown_table, plot_adaptation_curves,
                                plot_learning_curve, predict)
 from mamlbook.rnn import needs_native_rnn
+from mamlbook.runs import machine_info, write_json
 from mamlbook.sequence import (LSTMRegressor, WalkConfig, sample_walk_tasks, walk_batches, walk_end,
                                walks_ending_at)
-from mamlbook.sinusoid import EVAL_SEED, PRETRAIN_STEP_SIZES, STEP_SIZE_SEED, evaluate_model
+from mamlbook.sinusoid import EVAL_SEED, STEP_SIZE_SEED, tune_step_sizes, tuned_curves
 from mamlbook.tasks import sinusoid
-from mamlbook.train import meta_train, pretrain
+from mamlbook.train import History, meta_train, pretrain
 
 banner("Chapter 9");
 
@@ -96,6 +101,7 @@ SEQ_LEN = 5                                # L: a walk is its start and 4 moves
 HIDDEN = 40                                # LSTM width, as the paper's MLP's hidden layers
 ITERATIONS = pick(20_000, 1_000)           # MAML meta-training iterations (WalkConfig.iterations)
 PRETRAIN_ITERATIONS = pick(20_000, 1_000)  # the pretrained baseline: as many Adam steps
+SEED_ARTICLE_STEPS = pick(20_000, 1_000)   # the seed article's loop: as many Adam steps, one task each
 NUM_EVAL_TASKS = pick(600, 200)            # meta-test tasks (official code: 600)
 NUM_TUNING_TASKS = pick(200, 100)          # separate tasks to tune the baselines' fine-tuning step
 MAX_STEPS = 10                             # gradient steps at meta-test time (0–10, as chapter 2)
@@ -106,6 +112,7 @@ cfg = WalkConfig(k_shot=K_SHOT, meta_batch_size=META_BATCH_SIZE, inner_lr=INNER_
                  inner_steps=INNER_STEPS, meta_lr=META_LR, iterations=ITERATIONS, seq_len=SEQ_LEN,
                  hidden=HIDDEN, seed=SEED)
 hardware = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s))"
+run_start, load_at_start = time.perf_counter(), os.getloadavg()[0]   # for the full run's record (section 4's end)
 if fast_mode():
     print(f"FAST MODE: {ITERATIONS:,} meta-training iterations instead of {WalkConfig().iterations:,}, "
           f"{NUM_EVAL_TASKS} test tasks instead of 600. The numbers and figures below come from this "
@@ -367,18 +374,23 @@ ax.set(xlabel="milliseconds per meta-step (median; lower is better)",
        title=f"Second-order MAML, 25 tasks, LSTM 1→{HIDDEN}→1 — {hardware}")
 plt.show()
 speedup = timings["nn.LSTM, tasks looped"] / timings["HandLSTM, tasks batched (vmap)"]
-print(f"HandLSTM with vmap is {speedup:.1f}× faster than nn.LSTM looped over tasks, here.")
+written_out = timings["nn.LSTM, tasks looped"] / timings["HandLSTM, tasks looped"]
+batching = timings["HandLSTM, tasks looped"] / timings["HandLSTM, tasks batched (vmap)"]
+print(f"HandLSTM with vmap is {speedup:.1f}× faster than nn.LSTM looped over tasks, here: writing the LSTM out "
+      f"gives {written_out:.2f}×, batching it over the tasks {batching:.1f}× — "
+      + ("the batching is what counts." if batching > written_out else "the implementation counts more."))
 
 # %% [markdown]
 # The first two bars separate the two effects: `nn.LSTM` against the same equations written out,
-# both looped over the tasks; then the written-out LSTM batched. The batching is what counts. This
+# both looped over the tasks; then the written-out LSTM batched (the line above says which effect
+# counted on your machine). Why batching can matter so much here: this
 # network is tiny (160 gate rows, walks of 5 steps), so each operation does little arithmetic and
 # much of the time goes into running operations at all; the loop runs every operation once **per
 # task**, 25 times over, while `vmap` runs it once for all 25 tasks with a batch dimension. We
 # meta-train the hand-written LSTM below; its weights are `nn.LSTM` weights, so the result loads into
 # `LSTMRegressor(lstm="torch")` unchanged.
 #
-# ## 4. Meta-training the LSTM, and two baselines
+# ## 4. Meta-training the LSTM, and three baselines
 #
 # The call is `mamlbook.train.meta_train`, the loop inside chapter 2's `train_maml`, with a task
 # source for walks (`walk_batches`: a fresh meta-batch of 25 tasks per iteration) and chapter 2's
@@ -408,14 +420,51 @@ pretrained_history = pretrain(pretrained_model, walk_batches(cfg, torch.Generato
                               iterations=PRETRAIN_ITERATIONS, lr=META_LR)
 print(f"pretrained: {PRETRAIN_ITERATIONS:,} iterations in {pretrained_history.wall_time_s:.0f} s")
 
+# %% [markdown]
+# The third baseline is **the seed article's loop** (chapter 1, section 3, introduced it): the widely
+# copied tutorial whose "MAML" is an LSTM followed by a fully connected layer — this chapter's very
+# model — trained by a single Adam optimizer that takes one step on each task's $K$ points, task after
+# task. There is no inner loop and no outer loop, so nothing in it measures how well the network does
+# *after* adapting: it is joint training, one task per step. Here is that loop, exactly, on the same
+# LSTM from the same initial weights, with as many Adam steps as MAML has meta-iterations (so it sees
+# 1/25 of MAML's tasks; the pretrained baseline above is the same idea with 25 tasks per step):
+
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+def seed_article_loop(model, num_tasks, *, k_shot, lr, generator):
+    """One network, one Adam optimizer, one step on each task's K support walks in turn. Returns a History."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = History()
+    start = time.perf_counter()
+    for t in trange(num_tasks, desc="seed article's loop", mininterval=0.5):
+        task = sample_walk_tasks(1, k_shot, seq_len=SEQ_LEN, generator=generator)
+        x, y = task.x_support[0], task.y_support[0]                       # (K, L, 1), (K, 1)
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.iteration.append(t + 1)
+        history.loss.append(loss.item())
+    history.wall_time_s = time.perf_counter() - start
+    return history
+
+
+seed_model = copy.deepcopy(random_init_model)            # baseline 3: the seed article's loop
+seed_history = seed_article_loop(seed_model, SEED_ARTICLE_STEPS, k_shot=K_SHOT, lr=META_LR,
+                                 generator=torch.Generator().manual_seed(SEED))
+print(f"seed article's loop: {SEED_ARTICLE_STEPS:,} tasks, one Adam step each, in {seed_history.wall_time_s:.0f} s")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
 plot_learning_curve({"MAML": maml_history}, window=max(1, ITERATIONS // 40), ax=axes[0],
                     ylabel="query MSE after 1 inner step")
 plot_learning_curve({"pretrained": pretrained_history}, window=max(1, PRETRAIN_ITERATIONS // 40),
                     ax=axes[1], ylabel="support MSE, no adaptation")
-axes[0].set_title("MAML on the LSTM: the outer loss" + (" (FAST MODE)" if fast_mode() else ""))
-axes[1].set_title("pretrained LSTM: the joint-training loss" + (" (FAST MODE)" if fast_mode() else ""))
+plot_learning_curve({"seed article's loop": seed_history}, window=max(1, SEED_ARTICLE_STEPS // 40),
+                    ax=axes[2], ylabel="task MSE, no adaptation")
+fast = " (FAST MODE)" if fast_mode() else ""
+axes[0].set_title("MAML on the LSTM: the outer loss" + fast)
+axes[1].set_title("pretrained LSTM: the joint-training loss" + fast)
+axes[2].set_title("the seed article's loop: one task per step" + fast)
 fig.tight_layout()
 plt.show()
 
@@ -426,35 +475,30 @@ plt.show()
 # amplitudes and phases are new to every model), $K = 10$ support and $K$ query walks each; adapt with
 # plain gradient descent and record the query MSE after $0, 1, \dots, 10$ steps; report the mean over
 # tasks with a 95% confidence interval $1.96\,\sigma/\sqrt{n}$. MAML adapts at its training
-# $\alpha = 0.01$. The baselines get the step size that works best for them after 10 steps among
-# 0.001 … 0.3, tuned on *separate* tasks, never the test tasks (the paper's "automatically tuned step
-# size"). All three models are tested on the same tasks, so the comparison is paired.
+# $\alpha = 0.01$. Each baseline gets, for each number of steps $s$, the step size among 0.001 … 0.3
+# that works best for it after $s$ steps, tuned on *separate* tasks, never the test tasks (the paper's
+# "automatically tuned step size"; `tune_step_sizes`, as in chapter 2). All four models are tested on
+# the same tasks, so they are compared through the CI of their per-task differences (paired).
 
 # %%
 test_tasks = sample_walk_tasks(NUM_EVAL_TASKS, K_SHOT, generator=torch.Generator().manual_seed(EVAL_SEED))
 tuning_tasks = sample_walk_tasks(NUM_TUNING_TASKS, K_SHOT,
                                  generator=torch.Generator().manual_seed(STEP_SIZE_SEED))
-
-
-def tuned_step_size(model):
-    """The step size with the lowest mean query MSE after MAX_STEPS steps on the tuning tasks."""
-    scores = {lr: evaluate_model(model, K_SHOT, lr, max_steps=MAX_STEPS, tasks=tuning_tasks).mean[-1]
-              for lr in PRETRAIN_STEP_SIZES}
-    finite = {lr: s for lr, s in scores.items() if math.isfinite(s)}
-    return min(finite, key=finite.get)
-
-
-step_size = {"MAML": INNER_LR, "pretrained": tuned_step_size(pretrained_model),
-             "random init": tuned_step_size(random_init_model)}
-print("fine-tuning step sizes:", step_size)
+models = {"MAML": maml_model, "seed article's loop": seed_model, "pretrained": pretrained_model,
+          "random init": random_init_model}
+STEPS = range(1, MAX_STEPS + 1)
+step_sizes = {name: ({s: INNER_LR for s in STEPS} if name == "MAML"
+                     else tune_step_sizes(model, K_SHOT, STEPS, tasks=tuning_tasks))
+              for name, model in models.items()}
+curves = {name: tuned_curves(model, K_SHOT, step_sizes[name], tasks=test_tasks)      # (tasks, MAX_STEPS + 1)
+          for name, model in models.items()}
+results = {name: summarize(c) for name, c in curves.items()}
+print("fine-tuning step size tuned for 1 / 10 steps:",
+      {name: (lr[1], lr[MAX_STEPS]) for name, lr in step_sizes.items()})
 
 # %%
-models = {"MAML": maml_model, "pretrained": pretrained_model, "random init": random_init_model}
-results = {name: evaluate_model(model, K_SHOT, step_size[name], max_steps=MAX_STEPS, tasks=test_tasks)
-           for name, model in models.items()}
-
-# %%
-ax = plot_adaptation_curves({f"{name}, step {step_size[name]}": r for name, r in results.items()},
+ax = plot_adaptation_curves({name if name == "MAML" else f"{name}, step tuned per step count": r
+                             for name, r in results.items()},
                             title=f"LSTM, K={K_SHOT}: meta-test MSE on {NUM_EVAL_TASKS} tasks (shaded: 95% CI)"
                             + (" — FAST MODE" if fast_mode() else ""))
 ax.set_ylim(bottom=0)
@@ -464,30 +508,51 @@ plt.show()
 note = (f"*FAST MODE: {ITERATIONS:,} iterations and {NUM_EVAL_TASKS} test tasks — a shortened run.*\n\n"
         if fast_mode() else "")
 display(Markdown(note + f"Query MSE, mean ± 95% CI (median) on {NUM_EVAL_TASKS} test tasks. {hardware}.\n\n"
-                 + markdown_table(["model", "step size", "0 steps", "1 step", f"{MAX_STEPS} steps"],
-                                  [[name, step_size[name],
+                 + markdown_table(["model", "step size (for 1 / 10 steps)", "0 steps", "1 step", f"{MAX_STEPS} steps"],
+                                  [[name, f"{step_sizes[name][1]} / {step_sizes[name][MAX_STEPS]}",
                                     *(f"{format_ci(*r.at(s))} ({r.median[s]:.2f})" for s in (0, 1, MAX_STEPS))]
                                    for name, r in results.items()])))
 
 # %% [markdown]
-# Compare the columns. Before adaptation (0 steps), MAML's starting point need not be a better
-# average predictor than the pretrained network's — that is not what it was trained for; what it buys
-# is the first step. The untrained LSTM barely moves at all: from random weights its output hardly depends on
-# the walk, and a few small gradient steps on 10 walks cannot build the counting and the sine that
-# MAML and joint training spent thousands of meta-batches on.
-#
-# The check below is part of the run: MAML after one step must beat both baselines after one step,
-# with non-overlapping confidence intervals, and one step must improve on none (both hold in the
-# shortened run too).
+# The check below is part of the run: MAML after one step must beat every baseline after one step
+# (each at the step size tuned for one step) — the 95% CI of the per-task differences must lie below
+# zero — and one step must improve on none. The table under it gives the paired differences, and the
+# sentences after it are generated from them.
 
 # %%
-m, m_ci = results["MAML"].at(1)
-for name in ("pretrained", "random init"):
-    b, b_ci = results[name].at(1)
-    assert m + m_ci < b - b_ci, f"MAML {m:.3f}±{m_ci:.3f} vs {name} {b:.3f}±{b_ci:.3f} after one step"
+paired = {name: {s: mean_ci95(curves["MAML"][:, s] - curves[name][:, s]) for s in (0, 1, MAX_STEPS)}
+          for name in models if name != "MAML"}
+for name in paired:
+    d, d_ci = paired[name][1]
+    assert d + d_ci < 0, f"MAML − {name} after one step = {d:.3f} ± {d_ci:.3f}, not below zero"
 assert results["MAML"].mean[1] < results["MAML"].mean[0]
-print(f"after one step: MAML {format_ci(m, m_ci)}, pretrained {format_ci(*results['pretrained'].at(1))}, "
-      f"random init {format_ci(*results['random init'].at(1))}")
+display(Markdown(note + f"MAML − baseline, per-task query MSE differences, mean ± 95% CI ({NUM_EVAL_TASKS} "
+                 "paired tasks):\n\n" + markdown_table(
+                     ["baseline", "0 steps", "1 step", f"{MAX_STEPS} steps"],
+                     [[name, *(format_ci(*paired[name][s], 3) for s in (0, 1, MAX_STEPS))] for name in paired])))
+
+# %%
+def compared(name, s):
+    d, d_ci = paired[name][s]
+    if not (math.isfinite(d) and math.isfinite(d_ci)):
+        return "not comparable by the mean (a diverged task)"
+    return ("MAML better" if d + d_ci < 0 else f"{name} better" if d - d_ci > 0 else "no significant difference")
+
+
+SEED_NAME = "seed article's loop"
+random_gain = 1 - results["random init"].median[MAX_STEPS] / results["random init"].median[0]
+display(Markdown(note + "\n".join([
+    f"- Before adaptation (0 steps), MAML against the pretrained network: {compared('pretrained', 0)}; "
+    "MAML's starting point is not trained to be a good average predictor — what it buys is the first step.",
+    f"- After one step: MAML {format_ci(*results['MAML'].at(1))}, the seed article's loop "
+    f"{format_ci(*results[SEED_NAME].at(1))}, the pretrained network {format_ci(*results['pretrained'].at(1))}, "
+    f"the untrained LSTM {format_ci(*results['random init'].at(1))} (every paired difference below zero: "
+    "asserted above).",
+    f"- After {MAX_STEPS} steps: against the seed article's loop, {compared(SEED_NAME, MAX_STEPS)}; against the "
+    f"pretrained network, {compared('pretrained', MAX_STEPS)}.",
+    f"- The untrained LSTM's median task improves by {100 * random_gain:.0f}% in {MAX_STEPS} steps: from random "
+    "weights, a few small gradient steps on 10 walks cannot build the counting and the sine that MAML and "
+    "joint training learnt from thousands of meta-batches."])))
 
 # %% [markdown]
 # What adaptation looks like, on the first two test tasks. The network's input is a walk, not a
@@ -499,20 +564,22 @@ print(f"after one step: MAML {format_ci(m, m_ci)}, pretrained {format_ci(*result
 # %%
 x_grid = torch.linspace(-5, 5, 150).unsqueeze(-1)                                  # (150, 1)
 grid_walks = walks_ending_at(x_grid, SEQ_LEN, generator=torch.Generator().manual_seed(SEED))  # (150, L, 1)
-fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True, sharey="row")
+fig, axes = plt.subplots(2, 4, figsize=(20, 7.5), sharex=True, sharey="row")
 for task, row in enumerate(axes):
     xs, ys, _, _ = test_tasks.task(task)
     for ax, (name, model) in zip(row, models.items()):
         ax.plot(x_grid[:, 0], sinusoid(x_grid, test_tasks.amplitude[task], test_tasks.phase[task])[:, 0],
                 color="tab:red", linewidth=2, label="ground truth")
-        thetas = adapted_params(model, xs, ys, inner_lr=step_size[name], steps=(0, 1, MAX_STEPS))
+        lr = step_sizes[name]                      # 1 step at the size tuned for 1, 10 at the one tuned for 10
+        thetas = {**adapted_params(model, xs, ys, inner_lr=lr[1], steps=(0, 1)),
+                  **adapted_params(model, xs, ys, inner_lr=lr[MAX_STEPS], steps=(MAX_STEPS,))}
         for shade, (steps, theta) in zip((0.35, 0.65, 1.0), thetas.items()):
             label = "before adaptation" if steps == 0 else f"after {steps} step{'s' * (steps > 1)}"
             ax.plot(x_grid[:, 0], predict(model, grid_walks, theta)[:, 0], color="black", alpha=shade,
                     linestyle=":" if steps == 0 else "-", label=label)
         ax.scatter(walk_end(xs)[:, 0], ys[:, 0], marker="^", color="tab:purple", s=45, zorder=3,
                    label="support walks' ends")
-        ax.set_title(f"{name} (step {step_size[name]}), test task {task}")
+        ax.set_title(f"{name} (steps {lr[1]} / {lr[MAX_STEPS]}), test task {task}", fontsize=10)
     row[0].set_ylabel("y")
 for ax in axes[1]:
     ax.set_xlabel("end point of the walk x")
@@ -628,18 +695,25 @@ if recorded is not None:
           "against cuDNN off everywhere")
 
 # %% [markdown]
-# What the recorded run shows:
-#
-# - the naive second-order step through cuDNN **fails**, with the error above;
-# - `mamlbook`'s route works and costs about what turning cuDNN off everywhere costs: on a layer this
-#   small, keeping the query pass on cuDNN saves little. Its float32 meta-gradient agrees with the
-#   float64 CPU reference to float32 precision, and in float64 the GPU and the CPU agree to
-#   $10^{-16}$ — the native kernels compute the same function;
-# - the real speed-up is the one this chapter measured on the CPU: the hand-written LSTM batched over
-#   the tasks with `vmap` is many times faster than any per-task loop, even first-order MAML's,
-#   because 25 small tasks become one batch of kernel launches (the line under the figure gives the
-#   recorded ratios).
-#
+# What the recorded run shows, generated from the file:
+
+# %%
+if recorded is not None:
+    failed = [r["row"] for r in recorded["rows"] if r["status"] != "ok"]
+    exponent = math.ceil(math.log10(recorded["float64_rel_err_vs_cpu"]))
+    loops = {row: ms[row] for row in ("mamlbook", "no-cudnn", "first-order", "hand-loop") if row in ms}
+    display(Markdown("\n".join([
+        f"- the naive second-order step through cuDNN: {'**fails**, with the error above' if 'naive-cudnn' in failed else 'runs'};",
+        f"- `mamlbook`'s route: {ms['mamlbook']:.0f} ms per meta-step, against {ms['no-cudnn']:.0f} ms with cuDNN "
+        f"off everywhere ({100 * (1 - ms['mamlbook'] / ms['no-cudnn']):.0f}% saved by keeping the query pass on "
+        f"cuDNN); in float64 the GPU and the CPU agree to $10^{{{exponent}}}$ — the native kernels compute the "
+        "same function;",
+        f"- the hand-written LSTM batched over the tasks with `vmap`: {ms['hand-vmap']:.0f} ms, "
+        f"{min(loops.values()) / ms['hand-vmap']:.1f}× faster than the fastest per-task loop of the table "
+        f"({min(loops, key=loops.get)}, {min(loops.values()):.0f} ms) — the same lesson as this chapter's CPU "
+        "measurement: 25 small tasks become one batch of kernel launches."])))
+
+# %% [markdown]
 # If this kernel has a CUDA GPU, the next cell runs the same measurement live (about a minute).
 
 # %%
@@ -663,12 +737,88 @@ else:
 #   meta-gradient through it matches finite differences, and the looped `nn.LSTM` and the batched
 #   `HandLSTM` give the same meta-gradient to $10^{-10}$.
 # - `vmap` cannot batch `nn.LSTM` (no batching rule for `aten::lstm`), so `mamlbook` loops over tasks
-#   for it; the hand-written LSTM batches and is several times faster on a small network.
-# - After meta-training, one gradient step on 10 walks adapts the LSTM to a new sine far better than
-#   fine-tuning the jointly trained network or the untrained one (section 4's figure and check).
+#   for it; the hand-written LSTM batches (section 3 timed both on your machine).
+# - After meta-training, one gradient step on 10 walks adapts the LSTM to a new sine better than
+#   fine-tuning the network trained by the seed article's loop, the jointly trained network or the
+#   untrained one — each baseline at the step size tuned for one step, tested by the CI of the paired
+#   per-task differences (section 4's check fails the run otherwise).
 # - On a GPU, cuDNN's RNN backward has no derivative: second-order MAML must run its inner loop on
 #   PyTorch's native kernels; the query pass may stay on cuDNN. `mamlbook` does exactly that.
 #
+# This run's numbers behind those lines:
+
+# %%
+display(Markdown(note + "\n".join([
+    f"- HandLSTM with `vmap`: {speedup:.1f}× faster per meta-step than `nn.LSTM` looped over the tasks ({hardware}).",
+    "- After one step, MAML − baseline (paired, mean ± 95% CI): "
+    + "; ".join(f"{name} {format_ci(*paired[name][1], 3)}" for name in paired) + "."])))
+
+# %% [markdown]
+# ### The run's record
+#
+# In full mode (only), the next cell writes this run's numbers — the settings, the wall times, section
+# 3's timings and checks, the meta-test table at every step count and the paired differences — to
+# `results/chapter09/full_run.json`, with the machine, the date, the load and the git commit. The
+# README's chapter-9 numbers and `results/chapter09/full_run.md` are generated from that file
+# (`python results/chapter09/render.py`), and `tests/test_cited_numbers.py` checks the README against it,
+# so no number of the full run is copied by hand. Fast mode writes nothing.
+
+# %%
+def repository_root():
+    """The book's checkout (the folder holding mamlbook/ and results/), or this folder outside one."""
+    return next((r for r in (Path.cwd(), Path.cwd().parent) if (r / "mamlbook").is_dir() and (r / "results").is_dir()),
+                Path.cwd())
+
+
+def git_state(root):
+    """(commit, whether the working tree has uncommitted changes), or (None, None) outside a git checkout."""
+    try:
+        git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,  # noqa: E731
+                                           check=True).stdout.strip()
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+
+
+def run_record():
+    """Everything the README and full_run.md state about this run, as plain JSON-able values."""
+    commit, dirty = git_state(repository_root())
+    walls = {"maml": maml_history.wall_time_s, "pretrained": pretrained_history.wall_time_s,
+             "seed_article": seed_history.wall_time_s, "settings_to_record": time.perf_counter() - run_start}
+    counts = {"maml": ITERATIONS, "pretrained": PRETRAIN_ITERATIONS, "seed_article": SEED_ARTICLE_STEPS}
+    return {
+        "chapter": 9, "notebook": "notebooks/09_any_model.ipynb", "fast_mode": fast_mode(),
+        "config": {"seed": SEED, "k_shot": K_SHOT, "meta_batch_size": META_BATCH_SIZE, "inner_lr": INNER_LR,
+                   "inner_steps": INNER_STEPS, "meta_lr": META_LR, "seq_len": SEQ_LEN, "hidden": HIDDEN,
+                   "iterations": ITERATIONS, "pretrain_iterations": PRETRAIN_ITERATIONS,
+                   "seed_article_steps": SEED_ARTICLE_STEPS, "num_eval_tasks": NUM_EVAL_TASKS,
+                   "num_tuning_tasks": NUM_TUNING_TASKS, "max_steps": MAX_STEPS, "timed_steps": TIMED_STEPS,
+                   "eval_seed": EVAL_SEED, "step_size_seed": STEP_SIZE_SEED},
+        "wall_time_s": walls,
+        "ms_per_iteration": {k: 1000 * walls[k] / max(n, 1) for k, n in counts.items()},
+        "section3": {"ms_per_meta_step": timings, "speedup_vmap_vs_nn_lstm": speedup,
+                     "written_out": written_out, "batching": batching,
+                     "loop_vs_vmap_rel": loop_vs_vmap, "hessian_share": hessian_share,
+                     "finite_difference_rel_err": fd_error},
+        "results": {name: {"step_sizes": {str(s): step_sizes[name][s] for s in STEPS},
+                           "mean": r.mean, "ci95": r.ci95, "median": r.median}
+                    for name, r in results.items()},
+        "paired_maml_minus": {name: {str(s): dict(zip(("mean", "ci95"), paired[name][s])) for s in paired[name]}
+                              for name in paired},
+        "hardware": hardware, "machine": machine_info(),
+        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MAMLBOOK_FAST")},
+        "git": {"commit": commit, "dirty": dirty}}
+
+
+if fast_mode():
+    print("FAST MODE: nothing written (only a full run writes results/chapter09/full_run.json).")
+else:
+    record_path = repository_root() / "results" / "chapter09" / "full_run.json"
+    write_json(record_path, run_record())
+    print(f"wrote {record_path}")
+
+# %% [markdown]
 # ## Exercises
 #
 # **Exercise 1 — a GRU step from its equations.** The gated recurrent unit (Cho et al., 2014) keeps

@@ -23,9 +23,13 @@ TINY = ["--eval-tasks", "3", "--no-progress", "--no-compile", "--device", "cpu"]
 SINE = ["--preset", "sinusoid"]
 
 
-def omniglot(data) -> list[str]:
-    """The 5-way 1-shot Omniglot preset on the two small background sets in ``data``, meta-batch 2."""
-    return ["--preset", "omniglot-5w1s", "--split", "small", "--data", str(data), "--meta-batch-size", "2"]
+def omniglot(data, meta_batch_size: int | None = 2) -> list[str]:
+    """The 5-way 1-shot Omniglot preset on the two small background sets in ``data``, meta-batch 2.
+
+    ``meta_batch_size=None`` leaves the flag out (the pretraining baselines refuse it: they draw no tasks).
+    """
+    meta_batch = ["--meta-batch-size", str(meta_batch_size)] if meta_batch_size else []
+    return ["--preset", "omniglot-5w1s", "--split", "small", "--data", str(data), *meta_batch]
 
 
 @dataclasses.dataclass

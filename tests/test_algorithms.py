@@ -6,7 +6,14 @@ from sinusoid_fixtures import float64_setup
 from torch import nn
 from torch.func import functional_call
 
-from mamlbook.algorithms import ALGORITHMS, AdaptedModel, default_head, make_algorithm
+from mamlbook.algorithms import (
+    ALGORITHMS,
+    CLASSIFICATION_ONLY,
+    PRETRAINED,
+    AdaptedModel,
+    default_head,
+    make_algorithm,
+)
 from mamlbook.conv import omniglot_conv4
 
 ALPHA = 0.01
@@ -25,14 +32,17 @@ def clone(params):
 
 # ----------------------------------------------------------------------------- the registry
 
-def test_the_registry_names_seven_algorithms():
-    assert ALGORITHMS == ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet")
+def test_the_registry_names_thirteen_algorithms():
+    assert ALGORITHMS == ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet", "imaml",
+                          "truncated", "baseline", "baselinepp", "probe", "finetune")
+    assert PRETRAINED == ("baseline", "baselinepp", "probe", "finetune")
 
 
 def test_an_unknown_name_is_refused_with_the_list_of_choices():
     model, params, _ = float64_setup()
     with pytest.raises(ValueError, match="unknown algorithm 'mamI'; choose one of maml, fomaml, reptile, "
-                                         "anil, metasgd, mamlpp, protonet"):
+                                         "anil, metasgd, mamlpp, protonet, imaml, truncated, baseline, "
+                                         "baselinepp, probe, finetune"):
         make_algorithm("mamI", model, params, problem="regression", inner_lr=ALPHA)
 
 
@@ -162,7 +172,7 @@ def changed(before, tensors):
     return [not torch.equal(b, t.detach()) for b, t in zip(before, tensors)]
 
 
-@pytest.mark.parametrize("name", [a for a in ALGORITHMS if a != "protonet"])
+@pytest.mark.parametrize("name", [a for a in ALGORITHMS if a not in CLASSIFICATION_ONLY])
 def test_one_outer_step_on_sinusoids_changes_the_meta_parameters(name):
     model, params, data = float64_setup()
     algo = make_algorithm(name, model, params, problem="regression", inner_lr=ALPHA, inner_steps=2,
@@ -180,12 +190,17 @@ def test_one_outer_step_on_conv4_changes_the_classifier_or_embedding(name):
     model = omniglot_conv4(5, filters=8)
     x_s, x_q = torch.rand(2, 5, 1, 28, 28), torch.rand(2, 5, 1, 28, 28)
     y = torch.arange(5).repeat(2, 1)                                        # (T=2, N·K=5)
-    algo = make_algorithm(name, model, problem="classification",
-                          inner_lr=None if name == "protonet" else 0.4, inner_steps=1,
-                          **({"outer_lr": 0.5} if name == "reptile" else {}))
+    if name in PRETRAINED:            # an ordinary classifier over 10 classes, flat batch (x, global label)
+        algo = make_algorithm(name, model, problem="classification", num_classes=10)
+        batch = (torch.cat([x_s[0], x_q[0]]), torch.arange(10))
+    else:
+        algo = make_algorithm(name, model, problem="classification",
+                              inner_lr=None if name == "protonet" else 0.4, inner_steps=1,
+                              **({"outer_lr": 0.5} if name == "reptile" else {}))
+        batch = (x_s, y, x_q, y)
     first_conv = model.features[0][0].weight
     before = first_conv.detach().clone()
-    algo.outer_step(algo.make_optimizer(1e-3), x_s, y, x_q, y)
+    algo.outer_step(algo.make_optimizer(1e-3), *batch)
     assert not torch.equal(first_conv.detach(), before), name              # the first conv layer learns
     assert algo.adapt(x_s[0], y[0])(x_q[0]).shape == (5, 5)                # (queries, classes)
 

@@ -62,3 +62,36 @@ def test_w3_projection_for_60000_iterations_is_printed(capsys):
     assert run_bench("--workloads", "W3", "--orders", "first", "--impls", "mamlbook", "--quick",
                      "--in-process", "--warmup", "0") == 0
     assert "60,000 iterations" in capsys.readouterr().out
+
+
+def test_jax_idiom_is_a_w1_peer_with_the_same_meta_gradient(tmp_path):
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "W1", "--impls", "jax", "--quick", "--in-process", "--json", str(out)) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["impl"], r["order"]) for r in rows} == {(i, o) for i in ("loop", "jax") for o in ("second", "first")}
+    for r in rows:
+        assert r["grad_rel_err_vs_loop"] < 1e-5              # same θ, same data: the same meta-gradient
+        assert "load_1min_before" in r
+
+
+def test_missing_jax_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, "_jax_available", lambda: False)
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "W1", "--orders", "second", "--impls", "jax", "--quick",
+                     "--in-process", "--json", str(out)) == 0
+    assert "jax/optax are not installed" in capsys.readouterr().out
+    assert [r["impl"] for r in json.loads(out.read_text())] == ["loop"]
+
+
+def test_w4_is_omniglot_20w1s_and_times_the_task_threads_path(tmp_path):
+    w = bench.WORKLOADS["W4"]
+    assert (w.tasks, w.support, w.query, w.inner_steps, w.inner_lr, w.n_way) == (16, 20, 20, 5, 2.0, 20)
+    out = tmp_path / "bench.json"
+    assert run_bench("--workloads", "W4", "--orders", "second", "--impls", "mamlbook-threads", "--quick",
+                     "--in-process", "--threads", "1", "--json", str(out)) == 0
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == ["loop", "mamlbook-threads"]
+    assert all(r["threads"] == 1 for r in rows)
+    assert rows[1]["grad_rel_err_vs_loop"] < 1e-5

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -130,16 +131,54 @@ def sinusoid_race():
 
 
 def chapter09_full_run():
-    path = "results/chapter09/full_run.md"
-    seconds = re.search(r"20,000 MAML iterations in (\d+) s", (ROOT / path).read_text(encoding="utf-8")).group(1)
-    rows = md_table(path, "model")          # step size, 0 steps, 1 step, 10 steps: "m ± c (median)"
-    split = {name: [re.fullmatch(r"(.+) \((.+)\)", cell).groups() for cell in cells[1:]]
-             for name, cells in rows.items()}
-    return [f"took {seconds} s on one CPU thread",
-            f"MAML {split['MAML'][1][0]} (median {split['MAML'][1][1]})",
-            f"the same LSTM pretrained on all tasks {split['pretrained'][1][0]}",
-            f"from random initialisation {split['random init'][1][0]}",
-            f"after ten steps MAML reaches {split['MAML'][2][0]}"]
+    """README's chapter-9 section and table row, from results/chapter09/full_run.json (the notebook writes it)."""
+    run = load_json("results/chapter09/full_run.json")
+    c, w, res, paired = run["config"], run["wall_time_s"], run["results"], run["paired_maml_minus"]
+    at = lambda name, s: f"{res[name]['mean'][s]:.2f} ± {res[name]['ci95'][s]:.2f}"
+    diff = lambda name: f"{name} {paired[name]['1']['mean']:.3f} ± {paired[name]['1']['ci95']:.3f}"
+    seed = "seed article's loop"
+    return [f"{c['iterations']:,} MAML iterations of an LSTM({c['hidden']})",
+            f"took {w['maml']:.0f} s ({run['ms_per_iteration']['maml']:.1f} ms per iteration) on one CPU thread",
+            f"({run['machine']['date'][:10]}, torch {run['machine']['torch'].split('+')[0]}",
+            f"Query MSE on {c['num_eval_tasks']} new tasks after one step",
+            f"MAML {at('MAML', 1)} (median {res['MAML']['median'][1]:.2f}), the seed article's loop "
+            f"{at(seed, 1)}, the same LSTM pretrained on all tasks {at('pretrained', 1)}, "
+            f"from random initialisation {at('random init', 1)}",
+            "MAML − baseline per task (paired, 95% CI): "
+            + ", ".join(diff(n) for n in (seed, "pretrained", "random init")),
+            f"After {c['max_steps']} steps: MAML {at('MAML', c['max_steps'])}, the seed article's loop "
+            f"{at(seed, c['max_steps'])}, pretrained {at('pretrained', c['max_steps'])}",
+            f"≈ {run['section3']['speedup_vmap_vs_nn_lstm']:.0f}× faster here",
+            f"| {w['settings_to_record'] / 60:.0f} min² (a shared machine; [results](results/chapter09/full_run.md))"]
+
+
+def chapter09_full_run_record():
+    """What results/chapter09/full_run.md says about its run: wall time, load, commit, the MSE table."""
+    run = load_json("results/chapter09/full_run.json")
+    w, load, res = run["wall_time_s"], run["load_average_1min"], run["results"]
+    cell = lambda r, s: f"{r['mean'][s]:.2f} ± {r['ci95'][s]:.2f} ({r['median'][s]:.2f})"
+    ms = run["ms_per_iteration"]["maml"]
+    return [f"{run['config']['iterations']:,} iterations in {w['maml']:.0f} s ({ms:.1f} ms per iteration",
+            f"one-minute load average {load['start']:.1f} at the start, {load['end']:.1f} at the end",
+            f"commit `{run['git']['commit'][:7]}`", f"torch {run['machine']['torch']}",
+            *(f"| {name} | {r['step_sizes']['1']} / {r['step_sizes']['10']} | {cell(r, 0)} | {cell(r, 1)} | "
+              f"{cell(r, 10)} |" for name, r in res.items())]
+
+
+def test_chapter09_record_comes_from_a_full_run():
+    run = load_json("results/chapter09/full_run.json")
+    assert run["fast_mode"] is False and run["config"]["iterations"] == 20_000
+    assert run["config"]["num_eval_tasks"] == 600 and set(run["results"]) == {
+        "MAML", "seed article's loop", "pretrained", "random init"}
+
+
+def chapter02_full_run_record():
+    """What results/chapter02/full_run.md says about its run: wall times and the machine's load."""
+    run = load_json("results/chapter02/full_run.json")
+    w, load = run["wall_time_s"], run["load_average_1min"]
+    return [f"Wall time: {w['total']:.0f} s in all — MAML {w['maml']:.0f} s",
+            f"load average {load['start']:.1f} at the start, {load['end']:.1f} at the end",
+            f"Finished {run['date']} (UTC)", f"torch {run['machine']['torch']}"]
 
 
 def precision_errors():
@@ -178,11 +217,6 @@ def lstm_on_gpu_in_readme():
             f"and batched with `vmap` takes {ms['hand-vmap']:.0f} ms, {ms['mamlbook'] / ms['hand-vmap']:.0f}× faster."]
 
 
-def lstm_on_gpu_in_chapter09():
-    x = load_json("results/gpu/rnn_check.json")["float64_rel_err_vs_cpu"]
-    return [f"in float64 the GPU and the CPU agree to $10^{{{math.ceil(math.log10(x))}}}$"]
-
-
 def amp_in_readme():
     a = load_json("results/gpu/amp_check.json")
     acc = {row["mode"]: (row["acc[1 queries/class]"][1], row["ci95[1 queries/class]"]) for row in a["rows"]}
@@ -190,8 +224,30 @@ def amp_in_readme():
             f"with 1 query per class; on the first meta-batch the two meta-gradients had cosine {a['grad_cosine']:.2f}"]
 
 
-def chapter02_failed_task_count():
-    return [f"one of its {load_json('results/sinusoid/k10/metrics.json')['eval']['num_tasks']} test tasks"]
+def chapter02_full_run():
+    """README's rows for results/chapter02/full_run.json: one K=10 MAML model tested at K = 5, 10, 20."""
+    run = load_json("results/chapter02/full_run.json")
+
+    def cell(res, step):
+        mean, ci, median = res["mean"][step], res["ci95"][step], res["median"][step]
+        if mean is None or ci is None or mean > 1e3:
+            return f"diverged¹ (median {median:.3f})"
+        return f"{mean:.3f} ± {ci:.3f} (median {median:.3f})"
+
+    rows = []
+    for key, res in run["results"].items():
+        m, p, o, d = res["maml"], res["pretrained"], res["oracle"], res["maml_minus_pretrained"]
+        rows.append(f"| {key[2:]} | {cell(m, 1)} | {cell(m, 10)} | {cell(p, 1)} | {cell(p, 10)} | "
+                    f"{o['mean']:.4f} ± {o['ci95']:.4f} | {d['mean'][1]:.3f} ± {d['ci95'][1]:.3f} | "
+                    f"{m['tasks_worse_after_max_steps']} |")
+    five = run["results"]["K=5"]
+    rows.append("| MAML, this run | " + " | ".join(cell(five["maml"], s) for s in (1, 5, 10)) + " |")
+    rows.append("| pretrained, this run | " + " | ".join(cell(five["pretrained"], s) for s in (1, 5, 10)) + " |")
+    wall, machine = run["wall_time_s"], run["machine"]
+    rows.append(f"{run['date'][:10]}, {machine['cpu_threads']} thread, torch {machine['torch'].split('+')[0]}: "
+                f"{wall['total']:.0f} s in all, of which MAML's {run['config']['iterations']:,} compiled "
+                f"iterations {wall['maml']:.0f} s")
+    return rows
 
 
 CLAIMS = {   # id: (where the number is stated, how the sentence follows from the results file)
@@ -207,9 +263,10 @@ CLAIMS = {   # id: (where the number is stated, how the sentence follows from th
     "README GPU precision": ("README.md", gpu_precision_in_readme),
     "README GPU LSTM": ("README.md", lstm_on_gpu_in_readme),
     "README GPU AMP": ("README.md", amp_in_readme),
-    "chapter 2 recorded K=10 run": ("notebooks/02_maml_from_scratch.py", chapter02_failed_task_count),
+    "README chapter 2 full run": ("README.md", chapter02_full_run),
+    "chapter 2 full run record": ("results/chapter02/full_run.md", chapter02_full_run_record),
+    "chapter 9 full run record": ("results/chapter09/full_run.md", chapter09_full_run_record),
     "chapter 7 recorded precision": ("notebooks/07_miniimagenet_gpu.py", gpu_precision_in_chapter07),
-    "chapter 9 recorded LSTM run": ("notebooks/09_any_model.py", lstm_on_gpu_in_chapter09),
 }
 
 
@@ -226,3 +283,19 @@ def test_a_changed_number_is_caught():
     text = stated_text("README.md")
     row = sinusoid_row("k5")[0]
     assert row in text and row.replace("0.601", "0.602") not in text
+
+
+def _chapter10_render():
+    spec = importlib.util.spec_from_file_location("chapter10_render", ROOT / "results/chapter10/render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, json.loads((ROOT / "results/chapter10/full_run.json").read_text(encoding="utf-8"))
+
+
+def test_chapter10_readme_section_and_record_are_what_the_full_run_says():
+    render, run = _chapter10_render()
+    assert not run.get("fast_mode")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert render.readme_section(run) in readme
+    assert render.table_cell(run) in readme
+    assert (ROOT / "results/chapter10/full_run.md").read_text(encoding="utf-8") == render.markdown(run)

@@ -1,7 +1,8 @@
 """Every flag × every learner through the real command line: honoured (the result changes as it must) or refused.
 
-Tiny runs (1 iteration, 3 meta-test tasks): the sinusoid preset for every learner but protonet, which
-runs on a fake Omniglot in the real zip format (it has no meaning for regression). A run of each
+Tiny runs (1 iteration, 3 meta-test tasks): the sinusoid preset for every learner but the classification-only
+ones (protonet and the pretraining baselines), which run on a fake Omniglot in the real zip format, validated
+on 10 tasks instead of 200. A run of each
 (learner, flags) is made once per module and shared. A refusal is exit code 2 with one line on
 stderr, ``error: ...``, naming the flag and the learner, and leaves nothing on disk.
 ``--resume`` is tested in tests/test_resume.py.
@@ -13,11 +14,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_fixtures import SINE, cli, differing, learner_tensors, metrics, omniglot, train
+from cli_fixtures import SINE, cli, differing, learner_tensors, metrics, omniglot, small_validation, train
 from data_fixtures import make_fake_omniglot_root
 from torch import nn
 
-from mamlbook.algorithms import ALGORITHMS
+from mamlbook.algorithms import ALGORITHMS, PRETRAINED
+from mamlbook.algorithms import CLASSIFICATION_ONLY as CLASSIFIERS
 from mamlbook.models import SinusoidMLP
 from mamlbook.runs import load_checkpoint
 from mamlbook.sinusoid import EVAL_SEED
@@ -43,6 +45,10 @@ TRAIN = {
     "metasgd":  (CHANGES,       CHANGES,    CHANGES,       CHANGES,           CHANGES),
     "mamlpp":   (CHANGES,       CHANGES,    CHANGES,       CHANGES,           CHANGES),
     "protonet": (REFUSED,       REFUSED,    REFUSED,       CHANGES,           CHANGES),   # no inner loop
+    "imaml":    (CHANGES,       CHANGES,    CHANGES,       CHANGES,           CHANGES),   # first-order: no CG
+    "truncated": (CHANGES,      CHANGES,    CHANGES,       CHANGES,           CHANGES),   # first-order: k = 0
+    # supervised pretraining on flat batches of images: no inner loop, no meta-gradient, no tasks
+    **{name: (REFUSED,         REFUSED,    REFUSED,       REFUSED,           CHANGES) for name in PRETRAINED},
 }
 EVAL_FLAGS = (("--steps", "2"), ("--inner-lr", "0.1"))
 #               --steps    --inner-lr
@@ -54,10 +60,17 @@ EVALUATE = {
     "metasgd":  (HONOURED, REFUSED),     # its inner rates are meta-learned
     "mamlpp":   (HONOURED, REFUSED),     # its inner rates are meta-learned
     "protonet": (REFUSED,  REFUSED),     # no inner loop
+    "imaml":    (HONOURED, HONOURED),
+    "truncated": (HONOURED, HONOURED),
+    "baseline": (REFUSED,  REFUSED),     # the new head is fitted to convergence, not by steps at a rate
+    "baselinepp": (REFUSED, REFUSED),
+    "probe":    (REFUSED,  REFUSED),
+    "finetune": (HONOURED, HONOURED),    # its SGD on the whole network
 }
 CLASSIFICATION_ONLY = (("--data", "."), ("--split", "small"), ("--val-every", "2"))
-SINE_LEARNERS = [a for a in ALGORITHMS if a != "protonet"]
+SINE_LEARNERS = [a for a in ALGORITHMS if a not in CLASSIFIERS]
 ALSO_CALLED = {"protonet": "Prototypical Networks", "mamlpp": "MAML++", "metasgd": "Meta-SGD"}
+MAML_CURVE = ("maml", "fomaml", "truncated")   # evaluated along MAML's incremental curve, 0..N steps
 
 
 def matrix(table, flags):
@@ -83,8 +96,13 @@ def run(tmp_path_factory, fake_omniglot):
         key = (learner, flags, iterations)
         if key not in done:
             out = tmp_path_factory.mktemp(learner)
-            preset = omniglot(fake_omniglot) if learner == "protonet" else SINE
-            done[key] = train(out, *preset, "--algorithm", learner, "--iterations", iterations, *flags), out
+            preset = SINE
+            if learner in CLASSIFIERS:                  # the pretraining baselines draw no meta-batches
+                preset = omniglot(fake_omniglot, meta_batch_size=None if learner in PRETRAINED else 2)
+            with pytest.MonkeyPatch.context() as mp:
+                small_validation(mp)
+                result = train(out, *preset, "--algorithm", learner, "--iterations", iterations, *flags)
+            done[key] = result, out
         return done[key]
     return run
 
@@ -98,7 +116,7 @@ def evaluation(tmp_path_factory, run, fake_omniglot):
         if (learner, flags) not in done:
             _, out = run(learner)
             path = tmp_path_factory.mktemp("eval") / "eval.json"
-            data = ["--data", fake_omniglot] if learner == "protonet" else []
+            data = ["--data", fake_omniglot] if learner in CLASSIFIERS else []
             result = cli("evaluate", "--checkpoint", out / "checkpoint.pt", "--tasks", 3, "--json", path, *data, *flags)
             done[(learner, flags)] = result, (json.loads(path.read_text()) if path.is_file() else None)
         return done[(learner, flags)]
@@ -142,7 +160,7 @@ def test_maml_with_first_order_is_fomaml_bit_for_bit(run):
     assert differing(learner_tensors(maml_out / "checkpoint.pt"), learner_tensors(fomaml_out / "checkpoint.pt")) == []
 
 
-@pytest.mark.parametrize("learner", ["maml", "fomaml", "anil", "metasgd", "mamlpp"])
+@pytest.mark.parametrize("learner", ["maml", "fomaml", "anil", "metasgd", "mamlpp", "truncated"])
 def test_the_first_meta_loss_is_the_query_loss_after_the_recorded_inner_steps(run, learner):
     # Independent evidence that the α and steps in metrics.json are the ones used: the loss of
     # iteration 1 (at the initial θ, seed 0) recomputed with torch.optim.SGD on copies of the MLP.
@@ -283,8 +301,12 @@ def test_evaluate_flag_is_honoured_or_refused(evaluation, learner, flag, expect)
     default = evaluation(learner)[1]
     for protocol, r in ev["eval"].items():
         d = default["eval"][protocol]
+        if learner == "finetune":      # accuracy on 3 tasks is too coarse to show it (α = 0.1 is its default):
+            assert r["steps"] == ([2] if flag[0] == "--steps" else [10])   # tests/test_baseline.py checks the
+            assert ev["inner_lr"] == 0.1                                   # adaptation they set by hand
+            continue
         if flag[0] == "--steps":       # MAML's curve: 0..N steps; the others: N steps only
-            assert r["steps"] == ([0, 1, 2] if learner in ("maml", "fomaml") else [2])
+            assert r["steps"] == ([0, 1, 2] if learner in MAML_CURVE else [2])
             assert r["mean"][-1] != d["mean"][d["steps"].index(d["test_steps"])]
         else:                          # the same steps, other numbers after ≥ 1 step (0 steps: α plays no part)
             assert ev["inner_lr"] == 0.1 and r["steps"] == d["steps"]
@@ -314,7 +336,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-@pytest.mark.parametrize("learner", ["maml", "fomaml", "reptile", "anil"])
+@pytest.mark.parametrize("learner", ["maml", "fomaml", "reptile", "anil", "truncated"])
 def test_evaluate_adapts_with_sgd_at_the_given_steps_and_rate(run, evaluation, learner):
     # Independent evidence: the meta-test numbers recomputed with torch.optim.SGD on copies of the
     # checkpoint's MLP, on the fixed test tasks (seed EVAL_SEED); ANIL adapts its last layer only.

@@ -22,10 +22,10 @@ from cli_fixtures import (
 )
 from data_fixtures import make_fake_omniglot_root, snapshot
 
-from mamlbook.algorithms import ALGORITHMS
+from mamlbook.algorithms import ALGORITHMS, CLASSIFICATION_ONLY
 from mamlbook.runs import load_checkpoint
 
-SINE_LEARNERS = [a for a in ALGORITHMS if a != "protonet"]
+SINE_LEARNERS = [a for a in ALGORITHMS if a not in CLASSIFICATION_ONLY]   # the rest: tests/test_baseline.py
 
 
 @pytest.fixture(scope="module")

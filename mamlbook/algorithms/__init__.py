@@ -24,6 +24,23 @@ meta-optimizer's, Adam in every paper below except Reptile):
                 derivative-order annealing, per-step BatchNorm (:mod:`.mamlpp`). Antoniou et al., ICLR 2019.
 - ``protonet``  no inner loop: logits −‖f_θ(x_q) − c_n‖² to the class means c_n of the support
                 embeddings (:mod:`.protonet`). Snell, Swersky & Zemel, NeurIPS 2017. Classification only.
+- ``imaml``     φ* = argmin L_s(φ) + (λ/2)‖φ − θ‖²; meta-gradient (I + ∇²L_s(φ*)/λ)⁻¹ ∇L_q(φ*) by
+                conjugate gradient, memory independent of the inner steps (:mod:`.imaml`).
+                Rajeswaran, Finn, Kakade & Levine, NeurIPS 2019.
+- ``truncated`` MAML differentiating through the last k inner steps only (k = n: MAML, k = 0:
+                first-order MAML) (:mod:`.truncated`). After Shaban et al., AISTATS 2019.
+
+The transfer baselines (chapter 10) meta-learn nothing: they pretrain an ordinary classifier over
+all C meta-train classes on flat (x, global label) batches (``batches = "classes"``: their problem's
+:meth:`~mamlbook.problems.Problem.sampler` draws them), then fit a new head per task on the frozen
+body's support features. Classification only; they need ``num_classes`` = C.
+
+- ``baseline``   linear head; per task the optimum of a weight-decayed logistic regression
+                 (:mod:`.baseline`). Chen, Liu, Kira, Wang & Huang, ICLR 2019.
+- ``baselinepp`` Baseline++: scaled-cosine heads, s·cos(w_c, f) (:mod:`.baseline`). Chen et al. 2019.
+- ``probe``      logistic regression (C = 1) on L2-normalised features (:mod:`.transfer`).
+                 Tian, Wang, Krishnan, Tenenbaum & Isola, ECCV 2020.
+- ``finetune``   the Baseline's head, then SGD on the whole network, as MAML's meta-test (:mod:`.transfer`).
 
 Options that cut across learners (``first_order``, ``grad_clip``, ``amp``, ``tf32``, ``compile``,
 ``batched``) are implemented once in :class:`.base.Algorithm`; a learner that cannot honour one
@@ -47,16 +64,26 @@ from .base import (
     default_head,
     make_meta_optimizer,
 )
+from .baseline import Baseline, BaselinePlusPlus
+from .imaml import IMAML
 from .mamlpp import MAMLPlusPlus
 from .metasgd import MetaSGD
 from .protonet import ProtoNet
 from .reptile import Reptile
+from .transfer import FineTune, LinearProbe
+from .truncated import TruncatedMAML
 
-__all__ = ["ALGORITHMS", "PROBLEMS", "Predictor", "Algorithm", "AdaptedModel", "MAML", "FOMAML", "Reptile",
-           "ANIL", "MetaSGD", "MAMLPlusPlus", "ProtoNet", "default_head", "make_algorithm", "make_meta_optimizer"]
+__all__ = ["ALGORITHMS", "PRETRAINED", "CLASSIFICATION_ONLY", "PROBLEMS", "Predictor", "Algorithm",
+           "AdaptedModel", "MAML", "FOMAML", "Reptile", "ANIL", "MetaSGD", "MAMLPlusPlus", "ProtoNet", "IMAML",
+           "TruncatedMAML", "Baseline", "BaselinePlusPlus", "LinearProbe", "FineTune", "default_head",
+           "make_algorithm", "make_meta_optimizer"]
 
-_CLASSES = {c.name: c for c in (MAML, FOMAML, Reptile, ANIL, MetaSGD, MAMLPlusPlus, ProtoNet)}
+_CLASSES = {c.name: c for c in (MAML, FOMAML, Reptile, ANIL, MetaSGD, MAMLPlusPlus, ProtoNet, IMAML,
+                                TruncatedMAML, Baseline, BaselinePlusPlus, LinearProbe, FineTune)}
 ALGORITHMS = tuple(_CLASSES)
+# The transfer baselines: they pretrain on flat (x, global label) batches and need num_classes.
+PRETRAINED = tuple(name for name, c in _CLASSES.items() if c.batches == "classes")
+CLASSIFICATION_ONLY = ("protonet", *PRETRAINED)       # no meaning for regression
 
 
 def make_algorithm(name: str, model: nn.Module, params: Params | None = None, *, problem: str,
@@ -70,10 +97,13 @@ def make_algorithm(name: str, model: nn.Module, params: Params | None = None, *,
         options: ``inner_steps``, ``test_steps``, the cross-cutting options of :class:`Algorithm`
             (``first_order``, ``grad_clip``, ``amp``, ``tf32``, ``compile``, ``batched``) and each
             algorithm's own (Reptile: ``outer_lr``, ``outer_lr_final``; ANIL/ProtoNet: ``head``;
-            MAML++: ``anneal_epochs``, ``iterations_per_epoch``, ``first_order_epochs``, ``per_step_bn``).
+            MAML++: ``anneal_epochs``, ``iterations_per_epoch``, ``first_order_epochs``, ``per_step_bn``;
+            iMAML: ``lam``, ``cg_steps``; truncated: ``backprop_steps``; the :data:`PRETRAINED` ones:
+            ``num_classes`` (required), ``batch_size``, ``max_iter``, ``weight_decay`` (baseline,
+            finetune), ``C`` (probe), ``inner_lr``/``test_steps`` (finetune's meta-test SGD)).
     Raises:
         OptionError: an unknown name (the message lists the choices), an option the learner
-            cannot honour, or protonet for regression.
+            cannot honour, or a :data:`CLASSIFICATION_ONLY` learner for regression.
     """
     if name not in _CLASSES:
         raise OptionError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")

@@ -16,6 +16,7 @@ naming the option and the learner.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -26,8 +27,10 @@ from torch.func import functional_call
 from ..amp import Amp, tf32_mode
 from ..errors import OptionError
 from ..evaluate import adaptation_curve
+from ..fast import fused_mlp_step
+from ..fast_tasks import task_threads_for
 from ..functional import make_meta_grad
-from ..maml import LossFn, Params, meta_backward, meta_loss
+from ..maml import LossFn, Params, meta_backward, meta_loss, resolve_batched
 from ..maml import adapt as maml_adapt
 
 __all__ = ["PROBLEMS", "Predictor", "Algorithm", "AdaptedModel", "MAML", "FOMAML", "default_head",
@@ -90,6 +93,12 @@ class Algorithm:
     first_order = False
     has_inner_loop = True
     supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})   # options beyond the defaults
+    # What outer_step trains on (Problem.sampler): "episodes", meta-batches of tasks (T, K|Q, ...); or
+    # "classes", flat (x, global label) batches of the meta-train classes (the pretraining baselines).
+    batches = "episodes"
+    # Set by mamlbook.distributed.distribute: the ranks this learner's meta-batch is split across.
+    # Its outer step then averages the meta-gradient (and the loss) over them; None: one process.
+    ranks = None
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, problem: str,
                  inner_lr: float | None = None, inner_steps: int = 1, test_steps: int | None = None,
@@ -137,7 +146,39 @@ class Algorithm:
         """The settings that define this learner's updates, for the run record."""
         return {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps, "test_steps": self.test_steps,
                 "first_order": self.first_order, "grad_clip": self.grad_clip, "amp": self.amp.describe(),
-                "tf32": self.tf32, "compile": self._meta_grad is not None}
+                "tf32": self.tf32, "compile": self._meta_grad is not None, "path": self.path}
+
+    @property
+    def path(self) -> str:
+        """How the outer step computes the meta-gradient (the run record's ``learner.path``).
+
+        "fused-mlp" (:mod:`mamlbook.fast`: hand-written meta-gradient + Adam in one compiled graph),
+        "compiled-vmap" (:func:`mamlbook.functional.make_meta_grad` compiled), "vmap" or "per-task-loop".
+        """
+        if self._meta_grad is not None:
+            return getattr(self._meta_grad, "path", "compiled-vmap")
+        if self._task_threads() is not None:
+            return self._task_threads().path
+        return "vmap" if resolve_batched(self.model, self.batched, self.device) else "per-task-loop"
+
+    def _task_threads(self):
+        """MAML's per-task loop on all CPU cores (:mod:`mamlbook.fast_tasks`) where that is the default."""
+        if not hasattr(self, "_threads"):
+            own = (type(self)._backward is not Algorithm._backward          # learners with their own
+                   or type(self).outer_step is not Algorithm.outer_step)    # meta-gradient or update
+            self._threads = None if own else task_threads_for(self.model, self.batched, self.device)
+        return self._threads
+
+    @contextlib.contextmanager
+    def on_this_thread(self):
+        """Run the outer step on the calling thread only, e.g. under a memory probe: autograd's
+        saved-tensor hooks are per thread, so worker threads' graphs would go unseen. Same numbers."""
+        threads = self._task_threads()
+        self._threads = None
+        try:
+            yield
+        finally:
+            self._threads = threads
 
     def meta_parameters(self) -> list[torch.Tensor]:
         """Everything the outer loop learns: θ, plus any meta-learned inner learning rates."""
@@ -181,8 +222,14 @@ class Algorithm:
 
         ``iteration`` drives MAML++'s schedules; ``progress`` (fraction of training done, in
         [0, 1)) drives Reptile's ε annealing. The meta-gradient is clipped to ±``grad_clip``
-        (after unscaling, with fp16 AMP) before the optimizer's step.
+        (after unscaling, with fp16 AMP) before the optimizer's step. Across ``ranks`` (each holding
+        T/N tasks) it is first averaged over the ranks: the gradient of the mean loss over all T.
         """
+        fused = getattr(self._meta_grad, "step", None)   # one compiled call: meta-gradient, clip and Adam
+        if fused is not None and self.ranks is None and self.amp.scaler is None:
+            loss = fused(optimizer, self.params, x_s, y_s, x_q, y_q)
+            if loss is not None:                            # None: an optimizer it cannot fuse
+                return float(loss)
         optimizer.zero_grad(set_to_none=True)
         scaler = self.amp.scaler
         with tf32_mode(self.tf32), self.amp.autocast():
@@ -192,6 +239,9 @@ class Algorithm:
                 loss = self._backward(x_s, y_s, x_q, y_q, iteration)
         if scaler is not None:
             scaler.scale(loss).backward()
+        if self.ranks is not None:            # scaled grads with fp16: every rank's scaler then sees the same infs
+            loss = self.ranks.average_gradients(self.meta_parameters(), loss)
+        if scaler is not None:
             scaler.unscale_(optimizer)
         if self.grad_clip:
             torch.nn.utils.clip_grad_value_(self.meta_parameters(), self.grad_clip)
@@ -213,11 +263,20 @@ class Algorithm:
             for name, p in self.params.items():
                 p.grad = grads[name]
             return loss
+        if self._task_threads() is not None:  # the per-task loop, tasks on all cores: the same numbers
+            return self._threads.meta_backward(self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
+                                               inner_steps=self.inner_steps, loss_fn=self.loss_fn,
+                                               first_order=self.first_order)
         return meta_backward(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
                              inner_steps=self.inner_steps, loss_fn=self.loss_fn,
                              first_order=self.first_order, batched=self.batched)
 
     def _compiled_meta_grad(self):
+        fused = fused_mlp_step(self.model, loss_fn=self.loss_fn, inner_lr=self.inner_lr,   # ReLU MLP + MSE
+                               inner_steps=self.inner_steps, first_order=self.first_order,
+                               grad_clip=self.grad_clip, amp=self.amp.enabled, device=self.device)
+        if fused is not None and set(fused.names) == set(self.params):
+            return fused
         return make_meta_grad(self.model, inner_lr=self.inner_lr, inner_steps=self.inner_steps,
                               loss_fn=self.loss_fn, first_order=self.first_order, compile=True)
 

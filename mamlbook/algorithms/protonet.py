@@ -36,7 +36,8 @@ from ..errors import OptionError
 from ..maml import Params
 from .base import Algorithm, Predictor, default_head
 
-__all__ = ["prototypes", "proto_logits", "task_logits", "protonet_loss", "protonet_accuracy", "ProtoNet"]
+__all__ = ["prototypes", "proto_logits", "task_logits", "protonet_loss", "protonet_accuracy", "ProtoNet",
+           "without_head"]
 
 def prototypes(emb_support: torch.Tensor, y_support: torch.Tensor, n_way: int | None = None) -> torch.Tensor:
     """Mean support embedding of each class: (S, D) embeddings, (S,) labels 0..N−1 → (N, D).
@@ -119,7 +120,7 @@ class ProtoNet(Algorithm):
         super().__init__(model, params, problem=problem, **kw)
         self.inner_lr, self.inner_steps, self.test_steps = None, 0, 0
         self.head = head or default_head(model)
-        self.embedder = _without(model, self.head)
+        self.embedder = without_head(model, self.head)
         self.body = {k: v for k, v in self.params.items() if not k.startswith(self.head)}
 
     def meta_parameters(self):
@@ -142,7 +143,7 @@ class ProtoNet(Algorithm):
         return predict
 
 
-def _without(model: nn.Module, head: str) -> nn.Module:
+def without_head(model: nn.Module, head: str) -> nn.Module:
     """A copy of ``model`` whose module named ``head`` (without the dot) is ``nn.Identity``."""
     clone = copy.deepcopy(model)
     *path, last = head.rstrip(".").split(".")

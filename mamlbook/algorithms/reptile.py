@@ -58,12 +58,18 @@ def reptile_gradient(model: nn.Module, params: Params, x: torch.Tensor, y: torch
 @torch.no_grad()
 def reptile_step(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
                  inner_lr: float, inner_steps: int, outer_lr: float, loss_fn: LossFn = F.mse_loss,
-                 batched: bool | str = "auto") -> Params:
-    """One Reptile meta-update in place: θ ← θ + ε·(mean_i φ_i − θ), ε = ``outer_lr``; returns the direction."""
+                 batched: bool | str = "auto", average=None) -> Params:
+    """One Reptile meta-update in place: θ ← θ + ε·(mean_i φ_i − θ), ε = ``outer_lr``; returns the direction.
+
+    ``average`` (a list of tensors → their means over ranks, :meth:`mamlbook.distributed.Ranks.average`)
+    turns each rank's direction over its T/N tasks into the direction over all T tasks.
+    """
     if not 0 < outer_lr <= 1:
         raise ValueError(f"outer_lr (ε) must be in (0, 1], got {outer_lr}")
     direction = reptile_gradient(model, params, x, y, inner_lr=inner_lr, inner_steps=inner_steps,
                                  loss_fn=loss_fn, batched=batched)
+    if average is not None:
+        direction = dict(zip(direction, average(list(direction.values()))))
     for k, p in params.items():
         p.sub_(outer_lr * direction[k])
     return direction
@@ -105,5 +111,5 @@ class Reptile(Algorithm):
         x, y = torch.cat([x_s, x_q], dim=1), torch.cat([y_s, y_q], dim=1)     # (T, K+Q, ...)
         reptile_step(self.model, self.params, x, y, inner_lr=self.inner_lr,
                      inner_steps=self.inner_steps, outer_lr=self.epsilon(progress), loss_fn=self.loss_fn,
-                     batched=self.batched)
+                     batched=self.batched, average=None if self.ranks is None else self.ranks.average)
         return None

@@ -2,8 +2,8 @@
 
 Chapter 4's speed question, answered on every workload.
 
-    python -m mamlbook bench [--workloads W1,W2,W3] [--orders second,first] [--repeats N]
-                             [--quick] [--json PATH] [--device cpu|cuda] [--compile]
+    python -m mamlbook bench [--workloads W1,W2,W3,W4] [--orders second,first] [--repeats N]
+                             [--quick] [--json PATH] [--device cpu|cuda] [--compile] [--threads N]
 
 Timing: for each workload × order, one subprocess builds the model and data once and runs
 the implementations **in turns** (round-robin: warm-up round(s), then ``--repeats`` timed
@@ -26,6 +26,18 @@ Implementations (``impl`` in the JSON):
 - ``mamlbook-vmap`` / ``mamlbook-loop``: the package forced onto the path "auto" did not pick,
   to show why it chose as it did. ``mamlbook-compiled`` (``--compile``): the ``torch.compile``-d
   :func:`mamlbook.functional.make_meta_grad` (a one-off compile, not included in the time).
+- ``mamlbook-fused`` (MLP workloads, W1): the training loop's default path for the sinusoid MLP,
+  :mod:`mamlbook.fast`'s hand-written meta-gradient compiled into one graph (its compile is in the
+  warm-up, not in the time; the training step also fuses Adam, which no row here includes).
+- ``mamlbook-threads`` (conv workloads on a CPU): the training loop's default there,
+  :class:`mamlbook.fast_tasks.TaskThreads`: the per-task loop with the tasks on all usable cores, one
+  intra-op thread each (the same gradient as ``mamlbook-loop``, bit for bit).
+- ``jax`` (W1, when jax and optax are installed): the JAX idiom of the MAML tutorials,
+  ``jit(value_and_grad(mean(vmap(query_loss ∘ inner_step))))`` (:mod:`mamlbook.measure.jax_sinusoid`),
+  on the same θ and data, timed to ``block_until_ready``; JAX runs with its own thread pool.
+
+``--threads N`` sets PyTorch's intra-op threads for every row (default: PyTorch's own default);
+``--threads 1`` is the training CLI's default, the "today's default" of the W4 target.
 """
 from __future__ import annotations
 
@@ -47,6 +59,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..conv import miniimagenet_conv4, omniglot_conv4
+from ..fast import can_compile, fused_mlp_step, mlp_layers
+from ..fast_tasks import TaskThreads
 from ..functional import make_meta_grad
 from ..maml import meta_backward, resolve_batched
 from ..models import SinusoidMLP
@@ -76,7 +90,7 @@ class Workload:
     def model(self) -> torch.nn.Module:
         if self.name == "W1":
             return SinusoidMLP()
-        return omniglot_conv4(self.n_way) if self.name == "W2" else miniimagenet_conv4(self.n_way)
+        return omniglot_conv4(self.n_way) if self.name in ("W2", "W4") else miniimagenet_conv4(self.n_way)
 
     def loss_fn(self):
         return F.cross_entropy if self.n_way else F.mse_loss
@@ -108,6 +122,10 @@ WORKLOADS = {
                    32, 5, 75, (1, 28, 28), 1, 0.4, n_way=5),
     "W3": Workload("W3", "mini-ImageNet Conv4 (32 filters, BN), 84×84×3, 5-way 5+75, 4 tasks, 5 steps, α=0.01",
                    4, 5, 75, (3, 84, 84), 5, 0.01, n_way=5),
+    # The omniglot-20w1s preset's shapes: 20-way 1-shot, Q = K = 1 per class, meta-batch 16, 5 inner
+    # steps at α = 0.1 official = 2.0 in mean-CE units (mamlbook.presets).
+    "W4": Workload("W4", "Omniglot Conv4 (64 filters, BN), 28×28×1, 20-way 1-shot 20+20, 16 tasks, 5 steps, "
+                   "α=2.0 (omniglot-20w1s)", 16, 20, 20, (1, 28, 28), 5, 2.0, n_way=20),
 }
 
 
@@ -166,11 +184,67 @@ def compiled_step(model, params, data, w: Workload, first_order: bool) -> None:
         p.grad = grads[k]
 
 
+def fused_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """The sinusoid MLP's default training path (:mod:`mamlbook.fast`), meta-gradient only."""
+    key = ("fused", id(model), first_order)
+    if key not in _cache:
+        _cache[key] = fused_mlp_step(model, loss_fn=w.loss_fn(), inner_lr=w.inner_lr, inner_steps=w.inner_steps,
+                                     first_order=first_order, device=next(model.parameters()).device)
+    grads, _ = _cache[key]({k: v.detach() for k, v in params.items()}, *data)
+    for k, p in params.items():
+        p.grad = grads[k]
+
+
+def threads_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """The conv models' default training path on a CPU: the per-task loop on all cores (mamlbook.fast_tasks)."""
+    key = ("threads", id(model))
+    if key not in _cache:
+        _cache[key] = TaskThreads(model)
+    _cache[key].meta_backward(params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(),
+                              first_order=first_order)
+
+
+def jax_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """The JAX idiom's meta-gradient on the same θ and data (W1); waits for the result, keeps it in JAX."""
+    import jax
+
+    from . import jax_sinusoid as J
+    key = ("jax", id(model), first_order)
+    if key not in _cache:
+        _cache[key] = {"fn": J.make_meta_grad(w.inner_lr, first_order), "params": J.params_from_torch(model),
+                       "data": tuple(jax.numpy.asarray(t.detach().cpu().numpy()) for t in data)}
+    c = _cache[key]
+    c["loss"], c["grads"] = c["fn"](c["params"], *c["data"])
+    jax.block_until_ready(c["grads"])
+
+
+def _jax_export(model, params, first_order: bool) -> None:
+    """Copy the last JAX meta-gradient into ``p.grad`` (for the gradient check; not timed)."""
+    import numpy as np
+    grads = _cache[("jax", id(model), first_order)]["grads"]
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for name, (gw, gb) in zip(linears, grads):
+        params[f"{name}.weight"].grad = torch.from_numpy(np.array(gw))
+        params[f"{name}.bias"].grad = torch.from_numpy(np.array(gb))
+
+
+def _jax_available() -> bool:
+    from .jax_sinusoid import available
+    return available()
+
+
 def _impls(w: Workload, device: str, with_compile: bool) -> dict:
     model = w.model()
     auto = resolve_batched(model, "auto", device)
     impls = {"loop": loop_step, "higher": higher_step, "mamlbook": mamlbook_step("auto"),
              "mamlbook-loop" if auto else "mamlbook-vmap": mamlbook_step(not auto)}
+    mlp = mlp_layers(model) is not None
+    if mlp and w.loss_fn() is F.mse_loss and can_compile(torch.device(device)):   # built lazily: it imports
+        impls["mamlbook-fused"] = fused_step                                    # the compiler (memory rows)
+    if not auto and torch.device(device).type == "cpu" and not any(True for _ in model.buffers()):
+        impls["mamlbook-threads"] = threads_step
+    if mlp:
+        impls["jax"] = jax_step
     if with_compile:
         impls["mamlbook-compiled"] = compiled_step
     return impls
@@ -182,7 +256,25 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: restart the peak-RSS count (VmHWM) at the current RSS. ``ru_maxrss`` cannot be reset and
+    starts from the parent's peak after fork+exec, which inflated the memory rows by the parent's size."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024                        # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
@@ -193,7 +285,9 @@ def _setup(w: Workload, device: str):
     return model, dict(model.named_parameters()), tuple(t.to(device) for t in w.data())
 
 
-def _one_step(step, model, params, data, w, first_order, cuda):
+def _one_step(step, model, params, data, w, first_order, cuda, threads=None):
+    if threads:                           # TaskThreads' workers set their own; keep the main thread's
+        torch.set_num_threads(threads)
     model.zero_grad(set_to_none=True)
     step(model, params, data, w, first_order)
     if cuda:
@@ -201,7 +295,7 @@ def _one_step(step, model, params, data, w, first_order, cuda):
 
 
 def measure_times(w: Workload, impls: list[str], first_order: bool, device: str, repeats: int,
-                  warmup: int, with_compile: bool = False) -> dict[str, list[float]]:
+                  warmup: int, with_compile: bool = False, threads: int | None = None) -> dict[str, list[float]]:
     """ms per meta-step of each impl; the impls take turns (round-robin), so a busy machine
     slows them all alike and their ratios stay meaningful."""
     model, params, data = _setup(w, device)
@@ -209,28 +303,31 @@ def measure_times(w: Workload, impls: list[str], first_order: bool, device: str,
     cuda = device.startswith("cuda")
     for _ in range(warmup):
         for impl in impls:
-            _one_step(steps[impl], model, params, data, w, first_order, cuda)
+            _one_step(steps[impl], model, params, data, w, first_order, cuda, threads)
     times = {impl: [] for impl in impls}
     for _ in range(repeats):
         for impl in impls:
             t = time.perf_counter()
-            _one_step(steps[impl], model, params, data, w, first_order, cuda)
+            _one_step(steps[impl], model, params, data, w, first_order, cuda, threads)
             times[impl].append((time.perf_counter() - t) * 1e3)
     return times
 
 
 def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
-                   grad_path: str | None = None, with_compile: bool = False) -> float:
+                   grad_path: str | None = None, with_compile: bool = False, threads: int | None = None) -> float:
     """Peak memory (MB) of two meta-steps above what the model and data hold; saves the gradient."""
     model, params, data = _setup(w, device)
     step = _impls(w, device, with_compile)[impl]
     cuda = device.startswith("cuda")
+    _reset_peak_rss()
     rss_start = _rss_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         start_alloc = torch.cuda.memory_allocated()
     for _ in range(2):
-        _one_step(step, model, params, data, w, first_order, cuda)
+        _one_step(step, model, params, data, w, first_order, cuda, threads)
+    if impl == "jax":
+        _jax_export(model, params, first_order)
     if grad_path:
         torch.save({k: p.grad.detach().cpu().double() if p.grad is not None
                     else torch.zeros(p.shape, dtype=torch.float64) for k, p in params.items()}, grad_path)
@@ -240,22 +337,25 @@ def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
 def _child_main(spec: str) -> int:
     cfg = json.loads(spec)
     w = Workload(**{**cfg["workload"], "input_shape": tuple(cfg["workload"]["input_shape"])})
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(threads)
     if cfg["what"] == "time":
         out = measure_times(w, cfg["impls"], cfg["first_order"], cfg["device"], cfg["repeats"],
-                            cfg["warmup"], cfg["compile"])
+                            cfg["warmup"], cfg["compile"], threads)
     else:
         out = measure_memory(w, cfg["impls"][0], cfg["first_order"], cfg["device"],
-                             cfg["grad_path"], cfg["compile"])
+                             cfg["grad_path"], cfg["compile"], threads)
     print("RESULT " + json.dumps(out))
     return 0
 
 
 def _in_child(what: str, w: Workload, impls: list[str], first_order: bool, device: str,
               repeats: int = 0, warmup: int = 0, grad_path: str | None = None,
-              with_compile: bool = False, timeout: float = 1800):
+              with_compile: bool = False, timeout: float = 1800, threads: int | None = None):
     spec = json.dumps({"what": what, "workload": asdict(w), "impls": impls,
                        "first_order": first_order, "device": device, "repeats": repeats,
-                       "warmup": warmup, "grad_path": grad_path, "compile": with_compile})
+                       "warmup": warmup, "grad_path": grad_path, "compile": with_compile, "threads": threads})
     proc = subprocess.run([sys.executable, "-m", "mamlbook.bench", "--_child", spec],
                           capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -297,13 +397,13 @@ def format_table(rows: list[dict]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``bench`` command's options (used by ``python -m mamlbook bench``)."""
-    parser.add_argument("--workloads", default="W1,W2,W3",
+    parser.add_argument("--workloads", default="W1,W2,W3,W4",
                         help="comma-separated subset of W1 (sinusoid MLP), W2 (Omniglot Conv4), "
-                             "W3 (mini-ImageNet Conv4)")
+                             "W3 (mini-ImageNet Conv4), W4 (omniglot-20w1s's shapes)")
     parser.add_argument("--orders", default="second,first", help="second, first, or both")
     parser.add_argument("--impls", default=None,
-                        help="comma-separated subset of loop,higher,mamlbook,mamlbook-vmap,"
-                             "mamlbook-loop,mamlbook-compiled (default: all that apply)")
+                        help="comma-separated subset of loop,higher,mamlbook,mamlbook-vmap,mamlbook-loop,"
+                             "mamlbook-fused,mamlbook-threads,jax,mamlbook-compiled (default: all that apply)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration (median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--quick", action="store_true",
@@ -316,6 +416,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure in this process instead of one subprocess per configuration "
                              "(faster start; peak memory then includes earlier configurations)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per configuration")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch intra-op threads for every row (default: PyTorch's; the training CLI uses 1)")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
 
 
@@ -336,10 +438,19 @@ def run(args) -> int:
             return 2
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     repeats = 1 if args.quick else args.repeats
-    have_higher = _higher_available()
+    have_higher, have_jax = _higher_available(), _jax_available()
     if not have_higher:
         print("note: `higher` is not installed, so its baseline is skipped "
               "(pip install 'mamlbook[bench]' or pip install higher).")
+    if not have_jax and any(n == "W1" for n in names):
+        print("note: jax/optax are not installed, so the JAX idiom's W1 row is skipped "
+              "(pip install 'mamlbook[bench]' or pip install jax optax).")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        print("error: --threads must be ≥ 1", file=sys.stderr)
+        return 2
+    if threads:
+        torch.set_num_threads(threads)
     wanted = None if args.impls is None else {s.strip() for s in args.impls.split(",")}
     print(f"torch {torch.__version__}, {platform.machine()} {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads; devices {devices}; "
@@ -352,32 +463,33 @@ def run(args) -> int:
             for device in devices:
                 impls = [i for i in _impls(w, device, args.compile)
                          if (wanted is None or i in wanted or i == "loop")
-                         and (i != "higher" or have_higher)]
+                         and (i != "higher" or have_higher) and (i != "jax" or have_jax)]
                 for order in orders:
                     fo = order == "first"
                     print(f"  {name} {device} {order}-order: timing {', '.join(impls)} in turns …", flush=True)
+                    load = os.getloadavg()[0]
                     if args.in_process:
-                        times = measure_times(w, impls, fo, device, repeats, args.warmup, args.compile)
+                        times = measure_times(w, impls, fo, device, repeats, args.warmup, args.compile, threads)
                     else:
                         times = _in_child("time", w, impls, fo, device, repeats, args.warmup,
-                                          with_compile=args.compile, timeout=args.timeout)
+                                          with_compile=args.compile, timeout=args.timeout, threads=threads)
                     group = []
                     for impl in impls:
                         path = os.path.join(tmp, f"{name}-{device}-{impl}-{order}.pt")
                         if args.in_process:
-                            mem = measure_memory(w, impl, fo, device, path, args.compile)
+                            mem = measure_memory(w, impl, fo, device, path, args.compile, threads)
                             measure = "peak RSS above start (in-process: a lower bound)"
                         else:
                             mem = _in_child("memory", w, [impl], fo, device, grad_path=path,
-                                            with_compile=args.compile, timeout=args.timeout)
+                                            with_compile=args.compile, timeout=args.timeout, threads=threads)
                             measure = "peak RSS above start, own process"
                         if device.startswith("cuda"):
                             measure = "cuda max_memory_allocated above start"
                         group.append({"workload": w.name, "impl": impl, "order": order,
                                       "device": device, "ms_median": statistics.median(times[impl]),
                                       "ms_all": times[impl], "peak_mem_mb": round(mem, 1),
-                                      "memory_measure": measure, "threads": torch.get_num_threads(),
-                                      "grad_path": path})
+                                      "memory_measure": measure, "threads": threads or torch.get_num_threads(),
+                                      "load_1min_before": load, "grad_path": path})
                     loop = next(r for r in group if r["impl"] == "loop")
                     for r in group:
                         r["speedup_vs_loop"] = loop["ms_median"] / r["ms_median"]
