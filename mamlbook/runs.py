@@ -20,6 +20,7 @@ One checkpoint schema for every learner and preset (written by :func:`mamlbook.t
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -29,13 +30,13 @@ import platform
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Iterator
 
 import torch
 
 from .errors import BadFileError
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint",
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_file", "atomic_write", "save_checkpoint", "load_checkpoint",
            "write_json", "machine_info", "cpu_name"]
 
 FORMAT = "mamlbook-checkpoint"
@@ -46,21 +47,31 @@ class CheckpointError(BadFileError, FileNotFoundError):
     """A checkpoint that is missing, corrupt or not one of ours (the message says which, and what to do)."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", suffix: str = ".tmp") -> Iterator[IO]:
+    """A temporary file beside ``path``, fsynced and renamed over ``path`` when the block ends.
+
+    If the block raises, the temporary file is removed and ``path`` (old or absent) is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
-            write(f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
+    """Call ``write(file)`` on :func:`atomic_file` (``path`` appears only once complete)."""
+    with atomic_file(path, mode) as f:
+        write(f)
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

@@ -10,21 +10,16 @@ whose message is ONE line: the file, what is wrong with it, and what to do, e.g.
 
 (one line in reality). The command line prints it after ``error:`` and exits with code 2. Loaders
 only read: a file they cannot use is left exactly as it was, and caches are written to a temporary
-file that is renamed into place only once it is complete (:func:`atomic_write`).
+file that is renamed into place only once it is complete (:func:`mamlbook.runs.atomic_file`).
 """
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Iterator
 
 from ..errors import BadFileError, MamlbookError
 from .download import looks_like_html
 
-__all__ = ["DatasetNotFoundError", "KINDS", "one_line", "read_head", "describe", "bad_file", "bad_bytes",
-           "atomic_write"]
+__all__ = ["DatasetNotFoundError", "KINDS", "one_line", "read_head", "describe", "bad_file", "bad_bytes"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -115,23 +110,3 @@ def bad_bytes(name: str, data: bytes, kind: str, fix: str,
               error: BaseException | None = None) -> BadFileError:
     """:func:`bad_file` for bytes that are not a file of their own (a zip member): "<name> ...; <fix>"."""
     return BadFileError(one_line(f"{name} {describe(data[:64], len(data), kind, error)}; {fix}"))
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
-    """Write ``path`` through a temporary file beside it, renamed into place only when complete.
-
-    If the block raises, the temporary file is removed and ``path`` (old or absent) is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

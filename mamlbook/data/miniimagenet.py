@@ -35,10 +35,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import BadFileError, OptionError
+from ..runs import atomic_file
 from .download import file_hash, looks_like_html
 from .episodes import ClassImages
 from .fake import FAKE_MARKER
-from .files import DatasetNotFoundError, atomic_write, bad_file, one_line
+from .files import DatasetNotFoundError, bad_file, one_line
 from .paths import default_data_root
 from .safe_pickle import safe_load
 
@@ -248,7 +249,7 @@ def cache_path(cache_dir: str | Path, split: str) -> Path:
 
 def _write_cache(path: Path, images, labels, wnids, fmt: str, fake: bool) -> None:
     try:
-        with atomic_write(path, suffix=".npz.tmp") as f:   # temp file + os.replace: no half-written cache
+        with atomic_file(path, suffix=".npz.tmp") as f:   # temp file + os.replace: no half-written cache
             np.savez(f, images=images, labels=labels, wnids=np.array(wnids), source_format=np.array(fmt),
                      fake=np.array(fake), version=np.array(CACHE_VERSION))
     except OSError as e:

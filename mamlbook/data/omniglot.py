@@ -46,10 +46,11 @@ import torch
 from PIL import Image
 
 from ..errors import BadFileError, OptionError
+from ..runs import atomic_file
 from .download import download
 from .episodes import ClassImages, check_disjoint
 from .fake import FAKE_MARKER, make_fake_omniglot
-from .files import DatasetNotFoundError, atomic_write, bad_bytes, bad_file, one_line
+from .files import DatasetNotFoundError, bad_bytes, bad_file, one_line
 from .paths import data_roots, default_cache_dir, default_data_root, find_data
 
 __all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode", "read_omniglot",
@@ -249,7 +250,7 @@ def _load_cache(path: Path, sid: str):
 def _save_cache(path: Path, sid: str, images, labels, class_names, files) -> None:
     """Write the cache atomically (temp file + rename); warn and go on if the folder is read-only."""
     try:
-        with atomic_write(path, suffix=".npz.tmp") as f:
+        with atomic_file(path, suffix=".npz.tmp") as f:
             np.savez(f, images=images, labels=labels, class_names=class_names, files=files,
                      source_id=np.array(sid), version=np.array(CACHE_VERSION))
     except OSError as e:
