@@ -4,9 +4,10 @@ The tested copy of chapter 4's torch.func meta-gradient.
 
 ``grad(outer)`` where ``outer(θ) = mean_i L_query_i(θ − α ∇L_support_i(θ))`` and the
 tasks are mapped with ``vmap``: no Python loop over tasks and no autograd tape, so
-``torch.compile`` can fuse the whole second-order computation. On the paper's sinusoid
-MLP this takes a meta-step from ~5 ms to ~1 ms on a 2-core CPU after a one-off compile
-of ~40 s, which is why it is offered (``compile=True``) and never switched on silently.
+``torch.compile`` can fuse the whole second-order computation (``compile=True``; the learner's
+path "compiled-vmap"). For a plain ReLU MLP with the MSE loss (the paper's sinusoids) the
+learners use :mod:`mamlbook.fast` instead, the same meta-gradient written out by hand and fused
+with Adam: fewer, fatter kernels (docs/benchmarks.md, issue 15).
 """
 from __future__ import annotations
 
