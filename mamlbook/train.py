@@ -212,6 +212,7 @@ def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, gener
                 over = ranks.any(over)                                 # all ranks stop together
             if over:
                 run.stopped_by_budget = True
+                run.train_time_s = base + elapsed                      # the time the budget was checked at
                 break
         batch = sample(generator)                                      # the whole meta-batch, on every rank
         if ranks is not None:
