@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--meta-lr", type=_positive_float, help="β, Adam's step size (not Reptile: it has no optimizer)")
     tr.add_argument("--first-order", action="store_true", help="drop the second-order term (MAML, ANIL, "
                     "Meta-SGD, MAML++)")
+    tr.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="adapt BatchNorm's β in the inner loop (the default), or hold it at θ there as the "
+                         "official code does (--no-adapt-bn; the outer step still learns it; MAML, first-order "
+                         "MAML, ANIL, Meta-SGD, truncated; conv presets)")
     tr.add_argument("--init", choices=("pytorch", "official"), default="pytorch",
                     help="sinusoid: PyTorch's default init, or the official code's truncated normal (std 0.01)")
     tr.add_argument("--eval-tasks", type=_positive_int, default=600, help="meta-test tasks (600, the official code's)")
@@ -122,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", type=_positive_int, default=600)
     ev.add_argument("--steps", type=int, help="adaptation steps (default: the learner's own)")
     ev.add_argument("--inner-lr", type=_positive_float, help="α at test time (default: the training α)")
+    ev.add_argument("--adapt-bn", action=argparse.BooleanOptionalAction,
+                    help="adapt BatchNorm's β at test time, or hold it at θ (default: as trained)")
     ev.add_argument("--json", type=Path, help="where to write the result (default: eval.json beside the checkpoint)")
     ev.add_argument("--data", type=Path, help="classification checkpoints: the data folder")
     ev.add_argument("--device", help="cpu or cuda")
@@ -202,6 +208,8 @@ def learner_options(args, cfg) -> dict:
         options = dict(SETTINGS["omniglot"].get(name, {}))
     if args.first_order:
         options["first_order"] = True
+    if not args.adapt_bn:
+        options["adapt_bn"] = False
     if not sinusoid and cfg.grad_clip and name not in PRETRAINED:    # the official clip is MAML's
         options["grad_clip"] = cfg.grad_clip
     if args.amp:
@@ -334,6 +342,8 @@ def evaluate(args) -> dict:
     cfg = FewShotConfig.from_dict(settings) if "dataset" in settings else SinusoidConfig(**settings)
     problem = build_problem(cfg, data=args.data, device=device, num_test_tasks=args.tasks, test_seed=args.seed)
     options = {k: v for k, v in saved["options"].items() if k not in ("compile", "amp")}
+    if args.adapt_bn is not None:
+        options["adapt_bn"] = args.adapt_bn
     learner = make_algorithm(saved["algorithm"], problem.make_model().to(device), problem=problem.kind, **options)
     learner.load_state_dict(state["learner"])
     distribute(learner, ranks)
@@ -346,7 +356,8 @@ def evaluate(args) -> dict:
     results = {name: evaluate_learner(learner, tasks, problem.kind, steps=steps, inner_lr=args.inner_lr)
                for name, tasks in problem.tests.items()}
     out = {"checkpoint": str(args.checkpoint), "algorithm": saved["algorithm"], "iteration": state["iteration"],
-           "config": settings, "inner_lr": args.inner_lr or learner.inner_lr, "note": problem.note, "eval": results}
+           "config": settings, "inner_lr": args.inner_lr or learner.inner_lr, "adapt_bn": learner.adapt_bn,
+           "note": problem.note, "eval": results}
     path = args.json or args.checkpoint.with_name("eval.json")
     if ranks is None or ranks.is_main:
         write_json(path, out)

@@ -22,7 +22,8 @@ Choices, stated once (the data chapters reuse these models):
 - **ε = 1e-3**, ``tf.contrib.layers.batch_norm``'s default (PyTorch's default is 1e-5).
 - **The BN shift is adapted in the inner loop** like every other parameter here (as most PyTorch
   ports do). The official code meta-learns it but keeps it out of the inner update; to copy
-  that, adapt a ``params`` dict without the ``*.bn.bias`` entries.
+  that, pass ``adapt_bn=False`` to the learner (``--no-adapt-bn``): the inner loop then holds the
+  entries named by :func:`batchnorm_params` at θ.
 - **Padding**: PyTorch's symmetric ``padding=1`` instead of TensorFlow's ``'SAME'`` (which pads
   stride-2 convolutions on the bottom/right only): same output sizes, pixel grid offset by one.
 - **The conv bias is kept** (the official code has it) although batch-statistics BN removes any
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["BN_EPS", "reference_batch_norm", "batch_norm_reference", "batch_norm", "BatchNorm", "ConvBlock",
-           "Conv4", "omniglot_conv4", "miniimagenet_conv4", "has_native_batchnorm", "has_batchnorm"]
+           "Conv4", "omniglot_conv4", "miniimagenet_conv4", "has_native_batchnorm", "has_batchnorm", "batchnorm_params"]
 
 BN_EPS = 1e-3  # tf.contrib.layers.batch_norm's default epsilon, used by the official MAML code
 
@@ -190,3 +191,10 @@ def has_native_batchnorm(model: nn.Module) -> bool:
 def has_batchnorm(model: nn.Module) -> bool:
     """True if ``model`` normalises with batch statistics (PyTorch's BN or :class:`BatchNorm`)."""
     return has_native_batchnorm(model) or any(isinstance(m, BatchNorm) for m in model.modules())
+
+
+def batchnorm_params(model: nn.Module) -> set[str]:
+    """Names of ``model``'s BatchNorm parameters: shifts β (and scales γ, if any), e.g. ``features.0.1.bias``."""
+    norms = (BatchNorm, nn.modules.batchnorm._BatchNorm)
+    return {f"{prefix}.{name}".lstrip(".") for prefix, m in model.named_modules() if isinstance(m, norms)
+            for name, _ in m.named_parameters(recurse=False)}

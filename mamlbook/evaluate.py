@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .maml import LossFn, Params, batched_losses, check_inner, grads_of, resolve_batched, sgd_step
+from .conv import batchnorm_params
+from .maml import LossFn, Params, batched_losses, check_inner, grads_of, resolve_batched
 
 __all__ = ["NUM_TEST_TASKS", "EvalResult", "mean_ci95", "summarize", "adaptation_curve"]
 
@@ -67,16 +68,23 @@ def summarize(per_task: torch.Tensor) -> EvalResult:
 def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
                      y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                      inner_lr: float, max_steps: int = 10, loss_fn: LossFn = F.mse_loss,
-                     metric_fn: LossFn | None = None, batched: bool | str = "auto") -> torch.Tensor:
+                     metric_fn: LossFn | None = None, batched: bool | str = "auto",
+                     adapt_bn: bool = True) -> torch.Tensor:
     """Per-task query metric after 0, 1, …, ``max_steps`` first-order SGD steps; shape (T, max_steps+1).
 
     Meta-test adaptation needs no second-order graph, so gradients are taken without
     ``create_graph``. ``metric_fn`` (default: ``loss_fn``) is what gets recorded, e.g. accuracy.
+    ``adapt_bn=False`` leaves the BatchNorm parameters at θ (:func:`mamlbook.maml.inner_loop`).
     """
     check_inner(inner_lr, max_steps)
     metric_fn = metric_fn or loss_fn
     params = {k: v.detach() for k, v in params.items()}
     num_tasks = x_support.shape[0]
+    held = set() if adapt_bn else batchnorm_params(model)
+
+    def sgd(p, grads):                   # one SGD step (BatchNorm held unless adapt_bn), new leaves
+        return {k: (v if k in held else v - inner_lr * g).detach().requires_grad_()
+                for (k, v), g in zip(p.items(), grads)}
     if resolve_batched(model, batched):
         task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape).clone().requires_grad_()
                        for k, v in params.items()}
@@ -88,8 +96,7 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
                 with torch.enable_grad():
                     loss = batched_losses(model, task_params, x_support, y_support, loss_fn).sum()
                     grads = grads_of(loss, task_params, create_graph=False)
-                task_params = {k: v.detach().requires_grad_() for k, v in
-                               sgd_step(task_params, grads, inner_lr).items()}
+                task_params = sgd(task_params, grads)
         return torch.stack(curve, dim=1)  # (T, max_steps+1)
     rows = []
     for i in range(num_tasks):
@@ -102,6 +109,6 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
                 with torch.enable_grad():
                     loss = loss_fn(functional_call(model, p, (x_support[i],)), y_support[i])
                     grads = grads_of(loss, p, create_graph=False)
-                p = {k: v.detach().requires_grad_() for k, v in sgd_step(p, grads, inner_lr).items()}
+                p = sgd(p, grads)
         rows.append(torch.stack(row))
     return torch.stack(rows)  # (T, max_steps+1)

@@ -83,7 +83,8 @@ class TaskThreads:
 
     def meta_backward(self, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,
                       x_query: torch.Tensor, y_query: torch.Tensor, *, inner_lr: float, inner_steps: int = 1,
-                      loss_fn: LossFn = F.cross_entropy, first_order: bool = False) -> torch.Tensor:
+                      loss_fn: LossFn = F.cross_entropy, first_order: bool = False,
+                      adapt_bn: bool = True) -> torch.Tensor:
         """Accumulate the meta-gradient into ``p.grad`` exactly as the per-task loop does; return the loss."""
         names = [k for k, v in params.items() if v.requires_grad]
         if not names:
@@ -96,7 +97,7 @@ class TaskThreads:
             for i in range(worker, num_tasks, self.workers):
                 loss = task_query_loss(model, params, x_support[i], y_support[i], x_query[i], y_query[i],
                                        inner_lr=inner_lr, inner_steps=inner_steps, loss_fn=loss_fn,
-                                       first_order=first_order) / num_tasks
+                                       first_order=first_order, adapt_bn=adapt_bn) / num_tasks
                 out.append((i, loss.detach(), torch.autograd.grad(loss, leaves, allow_unused=True)))
             return out
 

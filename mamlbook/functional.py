@@ -18,18 +18,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from .conv import has_native_batchnorm, reference_batch_norm
+from .conv import batchnorm_params, has_native_batchnorm, reference_batch_norm
 from .maml import LossFn, Params, check_inner
 
 __all__ = ["make_meta_grad"]
 
 def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
                    loss_fn: LossFn = F.mse_loss, first_order: bool = False,
-                   compile: bool = False) -> Callable[..., tuple[Params, torch.Tensor]]:
+                   compile: bool = False, adapt_bn: bool = True) -> Callable[..., tuple[Params, torch.Tensor]]:
     """Build f(params, x_support, y_support, x_query, y_query) → (meta-gradient dict, meta-loss).
 
     ``params`` must be plain tensors (e.g. ``{k: v.detach() for k, v in ...}``); inputs are
-    (T, K|Q, ...). With ``first_order=True`` the inner gradients are detached (FOMAML).
+    (T, K|Q, ...). With ``first_order=True`` the inner gradients are detached (FOMAML); with
+    ``adapt_bn=False`` the inner steps leave the BatchNorm parameters at θ.
     Models with batch-statistics BatchNorm must use :class:`mamlbook.conv.BatchNorm`: the
     native ``nn.BatchNorm*d`` is refused (its meta-gradient under this transform is wrong).
     """
@@ -41,6 +42,8 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
             "meta-gradients (torch 2.14; chapter 4). Use mamlbook.conv.BatchNorm (batch statistics, "
             "vmap-safe) in the model, or mamlbook.maml.meta_loss.")
 
+    held = set() if adapt_bn else batchnorm_params(model)
+
     def support_loss(p, x, y):
         return loss_fn(functional_call(model, p, (x,)), y)
 
@@ -49,7 +52,7 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
             g = grad(support_loss)(p, xs, ys)
             if first_order:
                 g = {k: v.detach() for k, v in g.items()}
-            p = {k: p[k] - inner_lr * g[k] for k in p}
+            p = {k: p[k] if k in held else p[k] - inner_lr * g[k] for k in p}
         return support_loss(p, xq, yq)
 
     def outer(p, xs, ys, xq, yq):

@@ -11,7 +11,8 @@ Outer loss (what the meta-optimizer minimises):  (1/T) Σ_i L_query_i(θ'_i)
 
 Second-order MAML differentiates through the inner update, which needs
 ``torch.autograd.grad(..., create_graph=True)``; first-order MAML (``first_order=True``)
-treats the inner gradient as a constant, dropping the Hessian term.
+treats the inner gradient as a constant, dropping the Hessian term. ``adapt_bn=False`` holds the
+BatchNorm parameters at θ in the inner loop, as the official code does (the outer step still learns them).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .conv import has_batchnorm
+from .conv import batchnorm_params, has_batchnorm
 from .rnn import has_rnn, inner_loop_rnn_context
 
 __all__ = ["Params", "LossFn", "check_inner", "grads_of", "sgd_step", "adapt", "StepFn", "inner_loop",
@@ -55,7 +56,7 @@ def sgd_step(params: Params, grads: list[torch.Tensor], inner_lr: float) -> Para
 
 def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
           inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
-          first_order: bool = False) -> Params:
+          first_order: bool = False, adapt_bn: bool = True) -> Params:
     """Adapt θ to one task with ``inner_steps`` SGD steps on its support set (the inner loop).
 
     Args:
@@ -66,12 +67,13 @@ def adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: 
         inner_steps: number of inner gradient steps (1 in the paper's sinusoid training).
         loss_fn: loss(prediction, target) → scalar, averaged over the support set.
         first_order: if True, the inner gradients are constants (first-order MAML).
+        adapt_bn: if False, BatchNorm parameters stay at θ (:func:`inner_loop`).
     Returns:
         θ'_i as a new dict. With ``first_order=False`` it stays differentiable w.r.t. θ.
     """
     check_inner(inner_lr, inner_steps)
     return inner_loop(model, params, x_support, y_support, inner_steps=inner_steps, loss_fn=loss_fn,
-                      first_order=first_order, step=lambda p, g, j: sgd_step(p, g, inner_lr))
+                      first_order=first_order, adapt_bn=adapt_bn, step=lambda p, g, j: sgd_step(p, g, inner_lr))
 
 
 StepFn = Callable[[Params, list, int], Params]   # (adapted params, their gradients, step j) → next params
@@ -79,23 +81,31 @@ StepFn = Callable[[Params, list, int], Params]   # (adapted params, their gradie
 
 def inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
                inner_steps: int, step: StepFn, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
-               frozen: Params | None = None) -> Params:
+               frozen: Params | None = None, adapt_bn: bool = True) -> Params:
     """The inner loop that MAML, Meta-SGD and ANIL share: what differs is ``step`` and ``frozen``.
 
     ``inner_steps`` times: the support loss of the model run with ``{**frozen, **params}``, its
     gradient w.r.t. ``params`` only (kept differentiable unless ``first_order``), then
     ``params = step(params, grads, j)``. ``frozen`` entries (e.g. ANIL's body) are used, never
-    updated. Returns the adapted ``params``.
+    updated; ``adapt_bn=False`` makes the model's BatchNorm entries of ``params`` frozen too (the official
+    code's inner loop). Returns the adapted ``params``, in their order.
 
     An LSTM/GRU on CUDA: cuDNN's RNN backward has no derivative, so second-order MAML runs the
     loop on PyTorch's native RNN kernels (:mod:`mamlbook.rnn`); a no-op everywhere else.
     """
-    frozen = frozen or {}
+    theta, (params, frozen) = params, _hold_bn(model, params, frozen, adapt_bn)
     with inner_loop_rnn_context(model, x_support.device, first_order):
         for j in range(inner_steps):
             loss = loss_fn(functional_call(model, {**frozen, **params}, (x_support,)), y_support)
             params = step(params, grads_of(loss, params, create_graph=not first_order), j)
-    return params
+    return {**theta, **params}
+
+
+def _hold_bn(model: nn.Module, params: Params, frozen: Params | None, adapt_bn: bool) -> tuple[Params, Params]:
+    """(entries to adapt, frozen entries): ``adapt_bn=False`` moves BatchNorm's from the first to the second."""
+    held = set() if adapt_bn else batchnorm_params(model)
+    return ({k: v for k, v in params.items() if k not in held},
+            {**(frozen or {}), **{k: v for k, v in params.items() if k in held}})
 
 
 def expand_tasks(params: Params, num_tasks: int) -> Params:
@@ -105,17 +115,17 @@ def expand_tasks(params: Params, num_tasks: int) -> Params:
 
 def batched_inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
                        inner_steps: int, step: StepFn, loss_fn: LossFn = F.mse_loss,
-                       first_order: bool = False, frozen: Params | None = None) -> Params:
+                       first_order: bool = False, frozen: Params | None = None, adapt_bn: bool = True) -> Params:
     """:func:`inner_loop` for T tasks at once under ``vmap``: ``params``/``frozen`` are (T, *shape).
 
     Task i's loss depends only on copy i, so the gradient of the *summed* support losses w.r.t.
     the copies is every task's own gradient, in one backward pass.
     """
-    frozen = frozen or {}
+    theta, (params, frozen) = params, _hold_bn(model, params, frozen, adapt_bn)
     for j in range(inner_steps):
         losses = batched_losses(model, {**frozen, **params}, x_support, y_support, loss_fn)  # (T,)
         params = step(params, grads_of(losses.sum(), params, create_graph=not first_order), j)
-    return params
+    return {**theta, **params}
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -150,7 +160,7 @@ def resolve_batched(model: nn.Module, batched: bool | str,
 
 def batched_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
                   y_support: torch.Tensor, *, inner_lr: float, inner_steps: int = 1,
-                  loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> Params:
+                  loss_fn: LossFn = F.mse_loss, first_order: bool = False, adapt_bn: bool = True) -> Params:
     """:func:`adapt` for T tasks at once; returns per-task parameters, each (T, *shape).
 
     θ is expanded to one copy per task (no memory is copied); the forward pass runs all
@@ -161,7 +171,7 @@ def batched_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
     check_inner(inner_lr, inner_steps)
     return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
                               inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
-                              step=lambda p, g, j: sgd_step(p, g, inner_lr))
+                              adapt_bn=adapt_bn, step=lambda p, g, j: sgd_step(p, g, inner_lr))
 
 
 def batched_losses(model: nn.Module, task_params: Params, x: torch.Tensor, y: torch.Tensor,
@@ -213,23 +223,20 @@ def backward_per_task(task_loss: TaskLoss, x_support: torch.Tensor, y_support: t
     return total
 
 
-def _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order, batched, device):
-    """(one task's loss, the batched loss or None) for MAML's outer loss."""
+def _maml_losses(model, params, batched, device, **kw):
+    """(one task's loss, the batched loss or None) for MAML's outer loss; ``kw``: :func:`adapt`'s options."""
     def task_loss(xs, ys, xq, yq):
-        return task_query_loss(model, params, xs, ys, xq, yq, inner_lr=inner_lr, inner_steps=inner_steps,
-                               loss_fn=loss_fn, first_order=first_order)
+        return task_query_loss(model, params, xs, ys, xq, yq, **kw)
 
     def batched_loss(xs, ys, xq, yq):
-        task_params = batched_adapt(model, params, xs, ys, inner_lr=inner_lr, inner_steps=inner_steps,
-                                    loss_fn=loss_fn, first_order=first_order)
-        return batched_losses(model, task_params, xq, yq, loss_fn)
+        return batched_losses(model, batched_adapt(model, params, xs, ys, **kw), xq, yq, kw["loss_fn"])
     return task_loss, (batched_loss if resolve_batched(model, batched, device) else None)
 
 
 def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,
               x_query: torch.Tensor, y_query: torch.Tensor, *, inner_lr: float,
               inner_steps: int = 1, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
-              batched: bool | str = "auto") -> torch.Tensor:
+              batched: bool | str = "auto", adapt_bn: bool = True) -> torch.Tensor:
     """The MAML outer loss (1/T) Σ_i L_query_i(θ'_i) over a meta-batch of T tasks.
 
     Tensors are (T, K, ...) for support and (T, Q, ...) for query. Calling ``.backward()``
@@ -239,26 +246,28 @@ def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_suppo
         batched: True runs all tasks at once with vmap, False loops over tasks (one
             graph per task), "auto" picks (see :func:`resolve_batched`). Both give the
             same numbers; the tests check it in float64.
+        adapt_bn: if False, the inner loop holds BatchNorm parameters at θ (:func:`inner_loop`).
     """
-    task_loss, batched_loss = _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order,
-                                           batched, x_support.device)
+    task_loss, batched_loss = _maml_losses(model, params, batched, x_support.device, inner_lr=inner_lr,
+                                           inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                                           adapt_bn=adapt_bn)
     return mean_task_loss(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)
 
 
 def task_query_loss(model: nn.Module, params: Params, x_support: torch.Tensor,
                     y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                     inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
-                    first_order: bool = False) -> torch.Tensor:
+                    first_order: bool = False, adapt_bn: bool = True) -> torch.Tensor:
     """One task's L_query(θ'), θ' adapted on its support set: the summand of :func:`meta_loss`."""
     adapted = adapt(model, params, x_support, y_support, inner_lr=inner_lr,
-                    inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+                    inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order, adapt_bn=adapt_bn)
     return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
 
 
 def meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor,
                   y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                   inner_lr: float, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
-                  first_order: bool = False, batched: bool | str = "auto") -> torch.Tensor:
+                  first_order: bool = False, batched: bool | str = "auto", adapt_bn: bool = True) -> torch.Tensor:
     """Accumulate the meta-gradient of :func:`meta_loss` into ``p.grad``; return the loss (detached).
 
     The same gradient as ``meta_loss(...).backward()``, with less memory on the looped path
@@ -266,6 +275,7 @@ def meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor,
     """
     if not any(v.requires_grad for v in params.values()):
         raise ValueError("meta_backward needs parameters with requires_grad=True")
-    task_loss, batched_loss = _maml_losses(model, params, inner_lr, inner_steps, loss_fn, first_order,
-                                           batched, x_support.device)
+    task_loss, batched_loss = _maml_losses(model, params, batched, x_support.device, inner_lr=inner_lr,
+                                           inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                                           adapt_bn=adapt_bn)
     return backward_per_task(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)

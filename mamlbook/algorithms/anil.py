@@ -145,7 +145,10 @@ def anil_meta_backward(model: nn.Module, params: Params, x_support: torch.Tensor
 
 
 class ANIL(Algorithm):
-    """ANIL: the inner loop (training and test) adapts the head only; ``head`` defaults to the last Linear."""
+    """ANIL: the inner loop (training and test) adapts the head only; ``head`` defaults to the last Linear.
+
+    ``adapt_bn=False`` changes nothing: a head without BatchNorm already leaves it at θ in the inner loop.
+    """
 
     name = "anil"
 

@@ -10,9 +10,10 @@ meta-batches are (T, K|Q, ...). The options that cut across learners are impleme
 ``first_order`` (drop the second-order term), ``grad_clip`` (clip each meta-gradient entry),
 ``amp`` (mixed precision, CUDA only), ``tf32`` (off by default: on an H200 TF32 put the second-order
 meta-gradient 1–11 % away from float64, :mod:`mamlbook.measure.precision`), ``compile`` (the
-``torch.compile``-d :func:`mamlbook.functional.make_meta_grad`) and ``batched`` (vmap or a loop over
-tasks). A learner that cannot honour an option refuses it with an :class:`~mamlbook.errors.OptionError`
-naming the option and the learner.
+``torch.compile``-d :func:`mamlbook.functional.make_meta_grad`), ``batched`` (vmap or a loop over
+tasks) and ``adapt_bn`` (False: the inner loop holds the BatchNorm parameters at θ, as the official code;
+the outer step still learns them; refused for a model without BatchNorm). A learner that cannot honour
+an option refuses it with an :class:`~mamlbook.errors.OptionError` naming the option and the learner.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..amp import Amp, tf32_mode
+from ..conv import batchnorm_params
 from ..errors import OptionError
 from ..evaluate import adaptation_curve
 from ..fast import fused_mlp_step
@@ -86,13 +88,15 @@ class Algorithm:
         tf32: allow TF32 convolutions/matmuls on CUDA (off: see the module docstring).
         compile: the ``torch.compile``-d meta-gradient (MAML and first-order MAML only).
         batched: True (vmap over tasks), False (loop) or "auto" (:func:`mamlbook.maml.resolve_batched`).
+        adapt_bn: adapt BatchNorm's parameters in the inner loop (the book's default), or hold them at θ
+            (False: the official code, whose fast weights leave out BatchNorm's shift β).
         loss_fn: replaces the problem's loss (e.g. for a custom regression loss).
     """
 
     name = "maml"
     first_order = False
     has_inner_loop = True
-    supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})   # options beyond the defaults
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "adapt_bn"})   # beyond the defaults
     # What outer_step trains on (Problem.sampler): "episodes", meta-batches of tasks (T, K|Q, ...); or
     # "classes", flat (x, global label) batches of the meta-train classes (the pretraining baselines).
     batches = "episodes"
@@ -104,7 +108,7 @@ class Algorithm:
                  inner_lr: float | None = None, inner_steps: int = 1, test_steps: int | None = None,
                  first_order: bool | None = None, grad_clip: float | None = None, amp: bool = False,
                  tf32: bool = False, compile: bool = False, batched: bool | str = "auto",
-                 loss_fn: LossFn | None = None):
+                 adapt_bn: bool = True, loss_fn: LossFn | None = None):
         if problem not in PROBLEMS:
             raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
         if self.has_inner_loop and not (inner_lr is not None and inner_lr > 0 and inner_steps >= 1):
@@ -112,11 +116,14 @@ class Algorithm:
                               f"got {inner_lr}, {inner_steps}")
         asked = {"first_order": first_order is not None and first_order != type(self).first_order,
                  "grad_clip": bool(grad_clip), "amp": amp, "tf32": tf32, "compile": compile,
-                 "batched": batched != "auto"}
+                 "batched": batched != "auto", "adapt_bn": not adapt_bn}
         for option, on in asked.items():
             if on and option not in self.supports:
-                raise OptionError(f"{option.replace('_', '-')} is not available for {self.name}: "
-                                  f"{self.refusal(option)}")
+                flag = "no-adapt-bn" if option == "adapt_bn" else option.replace("_", "-")
+                raise OptionError(f"{flag} is not available for {self.name}: {self.refusal(option)}")
+        if not adapt_bn and not batchnorm_params(model):
+            raise OptionError(f"no-adapt-bn is not available for {self.name} on {type(model).__name__}: "
+                              "the model has no BatchNorm parameters to hold out of the inner loop")
         self.model = model
         self.params = dict(model.named_parameters()) if params is None else params
         self.problem = problem
@@ -125,7 +132,7 @@ class Algorithm:
         self.test_steps = inner_steps if test_steps is None else test_steps
         if first_order is not None:
             self.first_order = first_order
-        self.grad_clip, self.tf32, self.batched = grad_clip, tf32, batched
+        self.grad_clip, self.tf32, self.batched, self.adapt_bn = grad_clip, tf32, batched, adapt_bn
         self.amp = Amp.create(amp, self.device)
         self._meta_grad = self._compiled_meta_grad() if compile else None
 
@@ -146,7 +153,7 @@ class Algorithm:
         """The settings that define this learner's updates, for the run record."""
         return {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps, "test_steps": self.test_steps,
                 "first_order": self.first_order, "grad_clip": self.grad_clip, "amp": self.amp.describe(),
-                "tf32": self.tf32, "compile": self._meta_grad is not None, "path": self.path}
+                "tf32": self.tf32, "compile": self._meta_grad is not None, "path": self.path, "adapt_bn": self.adapt_bn}
 
     @property
     def path(self) -> str:
@@ -255,7 +262,7 @@ class Algorithm:
     def _loss(self, x_s, y_s, x_q, y_q, iteration):
         return meta_loss(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
                          inner_steps=self.inner_steps, loss_fn=self.loss_fn, first_order=self.first_order,
-                         batched=self.batched)
+                         batched=self.batched, adapt_bn=self.adapt_bn)
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         if self._meta_grad is not None:       # one compiled torch.func graph for the whole meta-batch
@@ -266,10 +273,10 @@ class Algorithm:
         if self._task_threads() is not None:  # the per-task loop, tasks on all cores: the same numbers
             return self._threads.meta_backward(self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
                                                inner_steps=self.inner_steps, loss_fn=self.loss_fn,
-                                               first_order=self.first_order)
+                                               first_order=self.first_order, adapt_bn=self.adapt_bn)
         return meta_backward(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
                              inner_steps=self.inner_steps, loss_fn=self.loss_fn,
-                             first_order=self.first_order, batched=self.batched)
+                             first_order=self.first_order, batched=self.batched, adapt_bn=self.adapt_bn)
 
     def _compiled_meta_grad(self):
         fused = fused_mlp_step(self.model, loss_fn=self.loss_fn, inner_lr=self.inner_lr,   # ReLU MLP + MSE
@@ -278,7 +285,7 @@ class Algorithm:
         if fused is not None and set(fused.names) == set(self.params):
             return fused
         return make_meta_grad(self.model, inner_lr=self.inner_lr, inner_steps=self.inner_steps,
-                              loss_fn=self.loss_fn, first_order=self.first_order, compile=True)
+                              loss_fn=self.loss_fn, first_order=self.first_order, compile=True, adapt_bn=self.adapt_bn)
 
     def adapt(self, x_s: torch.Tensor, y_s: torch.Tensor, steps: int | None = None,
               inner_lr: float | None = None) -> Predictor:
@@ -296,7 +303,7 @@ class Algorithm:
 
     def _adapt(self, theta, x_s, y_s, steps, inner_lr):
         return maml_adapt(self.model, theta, x_s, y_s, inner_lr=inner_lr, inner_steps=steps,
-                          loss_fn=self.loss_fn, first_order=True)
+                          loss_fn=self.loss_fn, first_order=True, adapt_bn=self.adapt_bn)
 
 
     def default_eval_steps(self) -> list[int]:
@@ -326,7 +333,7 @@ class MAML(Algorithm):
     """Second-order MAML. Paper: α = 0.01, 1 step (sinusoids); 5-way Omniglot α = 0.4 official = 2.0 here, 1 step."""
 
     name = "maml"
-    supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "amp", "compile"})
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "amp", "compile", "adapt_bn"})
 
     def default_eval_steps(self) -> list[int]:
         """0, 1, …, max(10, test_steps): the official code's adaptation curve, cheap to record in one pass."""
@@ -335,7 +342,7 @@ class MAML(Algorithm):
     def score_tasks(self, x_s, y_s, x_q, y_q, *, steps, metric, inner_lr=None):
         """As :meth:`Algorithm.score_tasks`, by one incremental SGD curve (``evaluate.adaptation_curve``)."""
         curve = adaptation_curve(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=inner_lr or self.inner_lr,
-                                 max_steps=max(steps), loss_fn=self.loss_fn, metric_fn=metric)
+                                 max_steps=max(steps), loss_fn=self.loss_fn, metric_fn=metric, adapt_bn=self.adapt_bn)
         return curve[:, list(steps)].double()                                  # (T, len(steps))
 
 

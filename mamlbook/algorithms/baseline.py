@@ -210,7 +210,7 @@ class Baseline(Algorithm):
     cosine = False
 
     def refusal(self, option: str) -> str:
-        if option in ("first_order", "batched"):
+        if option in ("first_order", "batched", "adapt_bn"):
             return "it pretrains an ordinary classifier on flat batches of images: no tasks, no meta-gradient"
         return f"not implemented for {self.name}"
 

@@ -134,6 +134,8 @@ class IMAML(Algorithm):
     def refusal(self, option: str) -> str:
         if option == "batched":
             return "iMAML solves one task's inner problem and CG system at a time"
+        if option == "adapt_bn":
+            return "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted"
         return "not implemented for iMAML (imaml)"
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, lam: float = 2.0, cg_steps: int = 5,

@@ -197,6 +197,11 @@ class MAMLPlusPlus(Algorithm):
     """
 
     name = "mamlpp"
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})
+
+    def refusal(self, option):
+        return ("not implemented for MAML++; its per_step_bn=True keeps BatchNorm out of the inner loop "
+                "(one learned β per step)" if option == "adapt_bn" else super().refusal(option))
 
     def __init__(self, model, params, *, inner_steps: int = 5, anneal_epochs: int = 10,
                  iterations_per_epoch: int = 500, first_order_epochs: int = 0, per_step_bn: bool = False,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..conv import batchnorm_params
 from ..maml import (
     LossFn,
     Params,
@@ -158,6 +159,8 @@ class MetaSGD(Algorithm):
     def __init__(self, model, params, **kw):
         super().__init__(model, params, **kw)
         self.inner_lrs = init_inner_lrs(self.params, self.inner_lr)
+        if not self.adapt_bn:       # BatchNorm's rates: 0, not learned, so the inner loop holds it at θ
+            self.inner_lrs.update({k: torch.zeros_like(self.params[k]) for k in batchnorm_params(model)})
 
     def meta_parameters(self):
         return list(self.params.values()) + list(self.inner_lrs.values())

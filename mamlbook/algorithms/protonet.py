@@ -109,7 +109,7 @@ class ProtoNet(Algorithm):
     supports = frozenset({"grad_clip", "tf32"})
 
     def refusal(self, option):
-        return "Prototypical Networks have no inner loop" if option in ("first_order", "batched") else \
+        return "Prototypical Networks have no inner loop" if option in ("first_order", "batched", "adapt_bn") else \
             "not implemented for Prototypical Networks"
 
     def __init__(self, model, params, *, problem: str, head: str | None = None, **kw):

@@ -42,30 +42,34 @@ __all__ = ["truncated_adapt", "batched_truncated_adapt", "TruncatedMAML"]
 
 
 def truncated_adapt(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
-                    inner_lr: float, inner_steps: int, backprop_steps: int, loss_fn: LossFn) -> Params:
+                    inner_lr: float, inner_steps: int, backprop_steps: int, loss_fn: LossFn,
+                    adapt_bn: bool = True) -> Params:
     """θ' after ``inner_steps`` SGD steps, differentiable through the last ``backprop_steps`` of them only."""
     k = min(backprop_steps, inner_steps)
     phi = adapt(model, params, x_support, y_support, inner_lr=inner_lr, inner_steps=inner_steps - k,
-                loss_fn=loss_fn, first_order=True)                  # dφ_{n−k}/dθ = I
-    return adapt(model, phi, x_support, y_support, inner_lr=inner_lr, inner_steps=k, loss_fn=loss_fn)
+                loss_fn=loss_fn, first_order=True, adapt_bn=adapt_bn)                  # dφ_{n−k}/dθ = I
+    return adapt(model, phi, x_support, y_support, inner_lr=inner_lr, inner_steps=k, loss_fn=loss_fn,
+                 adapt_bn=adapt_bn)
 
 
 def batched_truncated_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
                             y_support: torch.Tensor, *, inner_lr: float, inner_steps: int,
-                            backprop_steps: int, loss_fn: LossFn) -> Params:
+                            backprop_steps: int, loss_fn: LossFn, adapt_bn: bool = True) -> Params:
     """:func:`truncated_adapt` for T tasks at once under vmap; every entry of the result is (T, *shape)."""
     k = min(backprop_steps, inner_steps)
     step = lambda p, g, j: sgd_step(p, g, inner_lr)
     phi = batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
-                             inner_steps=inner_steps - k, step=step, loss_fn=loss_fn, first_order=True)
-    return batched_inner_loop(model, phi, x_support, y_support, inner_steps=k, step=step, loss_fn=loss_fn)
+                             inner_steps=inner_steps - k, step=step, loss_fn=loss_fn, first_order=True,
+                             adapt_bn=adapt_bn)
+    return batched_inner_loop(model, phi, x_support, y_support, inner_steps=k, step=step, loss_fn=loss_fn,
+                              adapt_bn=adapt_bn)
 
 
 class TruncatedMAML(MAML):
     """MAML whose meta-gradient flows through the last ``backprop_steps`` (k) inner steps only."""
 
     name = "truncated"
-    supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})
+    supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "adapt_bn"})
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, backprop_steps: int = 1, **kw):
         super().__init__(model, params, **kw)
@@ -86,7 +90,7 @@ class TruncatedMAML(MAML):
 
     def _losses(self, device):
         kw = dict(inner_lr=self.inner_lr, inner_steps=self.inner_steps, backprop_steps=self.k,
-                  loss_fn=self.loss_fn)
+                  loss_fn=self.loss_fn, adapt_bn=self.adapt_bn)
 
         def task_loss(xs, ys, xq, yq):
             adapted = truncated_adapt(self.model, self.params, xs, ys, **kw)
