@@ -42,12 +42,15 @@ def test_each_configuration_runs_in_its_own_subprocess_by_default(tmp_path):
     assert all("own process" in r["memory_measure"] for r in rows)
 
 
-def test_missing_higher_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench, "_higher_available", lambda: False)
+@pytest.mark.parametrize("impl, available, note", [("higher", "_higher_available", "higher` is not installed"),
+                                                  ("jax", "_jax_available", "jax/optax are not installed")],
+                         ids=["higher", "jax"])
+def test_a_missing_optional_impl_is_skipped_with_a_note(impl, available, note, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, available, lambda: False)
     out = tmp_path / "bench.json"
-    assert run_bench("--workloads", "W1", "--orders", "second", "--impls", "higher", "--quick",
+    assert run_bench("--workloads", "W1", "--orders", "second", "--impls", impl, "--quick",
                      "--in-process", "--json", str(out)) == 0
-    assert "higher` is not installed" in capsys.readouterr().out
+    assert note in capsys.readouterr().out
     assert [r["impl"] for r in json.loads(out.read_text())] == ["loop"]
 
 
@@ -74,15 +77,6 @@ def test_jax_idiom_is_a_w1_peer_with_the_same_meta_gradient(tmp_path):
     for r in rows:
         assert r["grad_rel_err_vs_loop"] < 1e-5              # same θ, same data: the same meta-gradient
         assert "load_1min_before" in r
-
-
-def test_missing_jax_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(bench, "_jax_available", lambda: False)
-    out = tmp_path / "bench.json"
-    assert run_bench("--workloads", "W1", "--orders", "second", "--impls", "jax", "--quick",
-                     "--in-process", "--json", str(out)) == 0
-    assert "jax/optax are not installed" in capsys.readouterr().out
-    assert [r["impl"] for r in json.loads(out.read_text())] == ["loop"]
 
 
 def test_w4_is_omniglot_20w1s_and_times_the_task_threads_path(tmp_path):

@@ -11,6 +11,7 @@ partial file is removed; an interrupted run (Ctrl-C) keeps ``dest.part`` to resu
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -55,11 +56,7 @@ def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
 
 
 def _expected(sha256: str | None, md5: str | None) -> tuple[str, str] | None:
-    if sha256:
-        return "sha256", sha256.lower()
-    if md5:
-        return "md5", md5.lower()
-    return None
+    return ("sha256", sha256.lower()) if sha256 else ("md5", md5.lower()) if md5 else None
 
 
 def verify_file(path: str | Path, *, sha256: str | None = None, md5: str | None = None) -> None:
@@ -94,8 +91,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
             return
         raise
     with resp:
-        status = getattr(resp, "status", 200)
-        if have and status != 206:                     # server ignored the range: restart
+        if have and getattr(resp, "status", 200) != 206:     # server ignored the range: restart
             have = 0
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
@@ -145,11 +141,9 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and _expected(sha256, md5) is not None:
-        try:
+        with contextlib.suppress(ChecksumError):        # a stale or broken copy: fetch again
             verify_file(dest, sha256=sha256, md5=md5)
             return dest
-        except ChecksumError:
-            pass                                        # a stale or broken copy: fetch again
     part = dest.with_name(dest.name + ".part")
     last: Exception | None = None
     try:

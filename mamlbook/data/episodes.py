@@ -11,7 +11,8 @@ task's j-th drawn class, so the same class gets different labels in different ta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from itertools import combinations
 from typing import Sequence
 
 import numpy as np
@@ -95,10 +96,9 @@ class ClassImages:
             grouped = images.reshape(num_classes, int(counts[0]), *images.shape[1:])  # a view
         else:
             grouped = images.new_zeros((num_classes, int(counts.max()), *images.shape[1:]))
-            start = 0
-            for c, n in enumerate(counts.tolist()):
-                grouped[c, :n] = images[start:start + n]
-                start += n
+            by_class = labels[order]                           # then each image's position in its class
+            within = torch.arange(len(labels)) - (counts.cumsum(0) - counts)[by_class]
+            grouped[by_class, within] = images
         return cls(grouped, counts, list(class_names), **kwargs)
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "ClassImages":
@@ -138,14 +138,12 @@ def base_class(name: str) -> str:
 def check_disjoint(splits: dict[str, ClassImages]) -> None:
     """Raise BadFileError (a ValueError) if two splits share a class (rotated copies count as the same)."""
     names = {k: {base_class(n) for n in s.class_names} for k, s in splits.items()}
-    keys = list(names)
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            shared = names[a] & names[b]
-            if shared:
-                raise BadFileError(f"splits {a!r} and {b!r} share {len(shared)} classes, e.g. "
-                                   f"{sorted(shared)[:3]}; meta-train/val/test must be class-disjoint: check "
-                                   "that each split's files are the published ones (see docs/data.md)")
+    for a, b in combinations(names, 2):
+        shared = names[a] & names[b]
+        if shared:
+            raise BadFileError(f"splits {a!r} and {b!r} share {len(shared)} classes, e.g. "
+                               f"{sorted(shared)[:3]}; meta-train/val/test must be class-disjoint: check "
+                               "that each split's files are the published ones (see docs/data.md)")
 
 
 @dataclass
@@ -173,8 +171,7 @@ class Episodes:
         return self.x_support[i], self.y_support[i], self.x_query[i], self.y_query[i]
 
     def to(self, device) -> "Episodes":
-        return Episodes(*(t.to(device) for t in (self.x_support, self.y_support, self.x_query,
-                                                 self.y_query, self.classes)))
+        return Episodes(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class EpisodeSampler:

@@ -99,8 +99,7 @@ def _real_names(csv_dir: Path | None, split: str, n_classes: int, per_class: int
     with open(csv_dir / f"{split}.csv", newline="") as f:
         for row in csv.DictReader(f):
             by_class.setdefault(row["label"], []).append(row["filename"])
-    wnids = sorted(by_class)[:n_classes]
-    return [(w, by_class[w][:per_class]) for w in wnids]
+    return [(w, by_class[w][:per_class]) for w in sorted(by_class)[:n_classes]]
 
 
 def make_fake_miniimagenet(root: str | Path, fmt: str = "csv", *,
@@ -133,11 +132,9 @@ def make_fake_miniimagenet(root: str | Path, fmt: str = "csv", *,
     for split, n_classes in zip(("train", "val", "test"), classes_per_split):
         names = _real_names(Path(csv_dir) if csv_dir else None, split, n_classes, images_per_class)
         if names is None or any(len(f) < images_per_class for _, f in names):
-            names = []
-            for c in range(n_classes):
-                wnid = f"n9{class_index + c:07d}"
-                names.append((wnid, [f"{wnid}{i + 1:08d}.jpg" for i in range(images_per_class)]))
-        truth[split] = {w: files for w, files in names}
+            wnids = [f"n9{class_index + c:07d}" for c in range(n_classes)]
+            names = [(w, [f"{w}{i + 1:08d}.jpg" for i in range(images_per_class)]) for w in wnids]
+        truth[split] = dict(names)
         arrays, rows, class_dict = [], [], {}
         for wnid, files in names:
             class_dict[wnid] = []
@@ -154,9 +151,7 @@ def make_fake_miniimagenet(root: str | Path, fmt: str = "csv", *,
             class_index += 1
         if fmt == "csv":
             with open(root / f"{split}.csv", "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["filename", "label"])
-                w.writerows(rows)
+                csv.writer(f).writerows([("filename", "label"), *rows])
         elif fmt == "pickle":
             pkl = "validation" if split == "val" else split
             with open(root / f"mini-imagenet-cache-{pkl}.pkl", "wb") as f:

@@ -9,17 +9,25 @@ whose message is ONE line: the file, what is wrong with it, and what to do, e.g.
     stopped early); delete it and download again with mamlbook.data.download_omniglot_small('data')
 
 (one line in reality). The command line prints it after ``error:`` and exits with code 2. Loaders
-only read: a file they cannot use is left exactly as it was, and caches are written to a temporary
-file that is renamed into place only once it is complete (:func:`mamlbook.runs.atomic_file`).
+only read: a file they cannot use is left exactly as it was, and caches are written (:func:`write_cache`)
+to a temporary file that is renamed into place only once it is complete (:func:`mamlbook.runs.atomic_file`).
 """
 from __future__ import annotations
 
 import os
+import struct
+import warnings
+import zipfile
+import zlib
+
+import numpy as np
 
 from ..errors import BadFileError, MamlbookError
+from ..runs import atomic_file
 from .download import looks_like_html
 
-__all__ = ["DatasetNotFoundError", "KINDS", "one_line", "read_head", "describe", "bad_file", "bad_bytes"]
+__all__ = ["DatasetNotFoundError", "KINDS", "IMAGE_ERRORS", "NPZ_ERRORS", "one_line", "read_head", "describe",
+           "bad_file", "bad_bytes", "write_cache"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +41,9 @@ KINDS = {  # kind → (what it should be, in words; the first bytes such a file 
     "npz": ("a NumPy .npz file", (ZIP_MAGIC,)),
 }
 _TRUNCATION_WORDS = ("truncated", "ran out of input", "unexpected end", "end of file")
+# What Pillow raises on an empty, truncated or foreign image file; what a damaged .npz cache raises.
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
+NPZ_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class DatasetNotFoundError(MamlbookError, FileNotFoundError):
@@ -57,14 +68,10 @@ def read_head(path: str | os.PathLike, n: int = 64) -> tuple[bytes, int]:
 def describe(head: bytes, size: int, kind: str, error: BaseException | None = None) -> str:
     """What is wrong with a file that should be ``kind`` (a key of :data:`KINDS`), as a phrase.
 
-    Args:
-        head: its first bytes (64 are plenty).
-        size: its size in bytes.
-        kind: what it should be: "zip", "png", "image", "pickle", "csv" or "npz".
-        error: the exception the reader raised, if any; it tells a truncated file from a damaged one.
-    Returns:
-        e.g. "is empty (0 bytes)", "is an HTML page, not a zip file (...)", "is truncated (...)",
-        "is not a PNG image (it begins with b'...')" or "is damaged (<the reader's message>)".
+    ``head`` is its first bytes (64 are plenty), ``size`` its size in bytes; ``error``, the exception the
+    reader raised if any, tells a truncated file from a damaged one. Returns e.g. "is empty (0 bytes)",
+    "is an HTML page, not a zip file (...)", "is truncated (...)", "is not a PNG image (it begins with
+    b'...')" or "is damaged (<the reader's message>)".
     """
     what, magics = KINDS[kind]
     if size == 0:
@@ -89,12 +96,9 @@ def bad_file(path: str | os.PathLike, kind: str, fix: str, error: BaseException 
              problem: str | None = None) -> BadFileError:
     """A :class:`BadFileError` "<path> <what is wrong>; <fix>" for a file on disk (read again for the facts).
 
-    Args:
-        path: the file.
-        kind: what it should be (see :func:`describe`).
-        fix: what to do, e.g. "delete it and download again with ...".
-        error: the reader's exception, if any.
-        problem: say this instead of what :func:`describe` finds (unless the file is empty or HTML).
+    ``kind`` is what it should be (see :func:`describe`), ``fix`` what to do (e.g. "delete it and download
+    again with ..."), ``error`` the reader's exception if any; ``problem`` is said instead of what
+    :func:`describe` finds (unless the file is empty or HTML).
     """
     try:
         head, size = read_head(path)
@@ -110,3 +114,13 @@ def bad_bytes(name: str, data: bytes, kind: str, fix: str,
               error: BaseException | None = None) -> BadFileError:
     """:func:`bad_file` for bytes that are not a file of their own (a zip member): "<name> ...; <fix>"."""
     return BadFileError(one_line(f"{name} {describe(data[:64], len(data), kind, error)}; {fix}"))
+
+
+def write_cache(path: str | os.PathLike, what: str, **arrays) -> None:
+    """Write a decoded cache atomically (temp file + rename); warn and go on if the folder is read-only."""
+    try:
+        with atomic_file(path, suffix=".npz.tmp") as f:
+            np.savez(f, **arrays)
+    except OSError as e:
+        warnings.warn(f"could not write the {what} cache {path} ({e}); decoding again next time",
+                      stacklevel=2)

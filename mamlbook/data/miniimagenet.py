@@ -22,10 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-import struct
 import warnings
-import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -35,11 +32,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import BadFileError, OptionError
-from ..runs import atomic_file
 from .download import file_hash, looks_like_html
 from .episodes import ClassImages
 from .fake import FAKE_MARKER
-from .files import DatasetNotFoundError, bad_file, one_line
+from .files import IMAGE_ERRORS, NPZ_ERRORS, DatasetNotFoundError, bad_file, one_line, write_cache
 from .paths import default_data_root
 from .safe_pickle import safe_load
 
@@ -76,9 +72,6 @@ FOLDERS_FIX = ("replace it with a good copy (or make the class folders again fro
                "cbfinn/maml's proc_images.py; see docs/data.md)")
 PICKLE_FIX = "delete it and download learn2learn's mini-ImageNet cache files again (see docs/data.md)"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# What Pillow raises on an empty, truncated or foreign image file; what a damaged .npz cache raises.
-_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
-_CACHE_ERRORS = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _split_name(split: str) -> str:
@@ -162,11 +155,15 @@ def _read_jpeg(path: Path, fix: str = IMAGES_FIX) -> tuple[np.ndarray, bool]:
             if resized:
                 img = img.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
             return np.asarray(img, dtype=np.uint8), resized
-    except _IMAGE_ERRORS as err:
+    except IMAGE_ERRORS as err:
         raise bad_file(path, "image", fix, err) from err
 
 
-def _read_files(paths: list[Path], desc: str, progress: bool, fix: str = IMAGES_FIX) -> np.ndarray:
+def _read_files(files_and_wnids: list[tuple[Path, str]], desc: str, progress: bool, fix: str = IMAGES_FIX):
+    """(images (N, 84, 84, 3), labels (N,), wnids): classes sorted by wnid, images by file name."""
+    items = sorted(files_and_wnids, key=lambda fw: (fw[1], fw[0].name))
+    paths = [p for p, _ in items]
+    wnids, labels = np.unique([w for _, w in items], return_inverse=True)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DatasetNotFoundError(f"{len(missing)} of {len(paths)} images of {desc} are missing, e.g. "
@@ -184,22 +181,14 @@ def _read_files(paths: list[Path], desc: str, progress: bool, fix: str = IMAGES_
     if n_resized:
         print(f"mini-ImageNet {desc}: resized {n_resized} of {len(paths)} images to {SIZE}x{SIZE} "
               "with PIL LANCZOS, as the original preprocessing did.")
-    return out
-
-
-def _group(files_and_wnids: list[tuple[Path, str]]):
-    items = sorted(files_and_wnids, key=lambda fw: (fw[1], fw[0].name))
-    wnids = sorted({w for _, w in items})
-    index = {w: i for i, w in enumerate(wnids)}
-    return [p for p, _ in items], np.array([index[w] for _, w in items], dtype=np.int64), wnids
+    return out, labels.astype(np.int64), wnids.tolist()
 
 
 def read_images_csv(root: str | Path, split: str, progress: bool = True):
     """Layout (a): ``images/`` + ``<split>.csv`` → (images (N,84,84,3), labels (N,), wnids)."""
     root = Path(root)
-    rows = read_split_csv(root / f"{split}.csv")
-    paths, labels, wnids = _group([(root / "images" / f, w) for f, w in rows])
-    return _read_files(paths, f"{split} (images/ + {split}.csv)", progress), labels, wnids
+    pairs = [(root / "images" / f, w) for f, w in read_split_csv(root / f"{split}.csv")]
+    return _read_files(pairs, f"{split} (images/ + {split}.csv)", progress)
 
 
 def read_class_folders(root: str | Path, split: str, progress: bool = True):
@@ -207,8 +196,7 @@ def read_class_folders(root: str | Path, split: str, progress: bool = True):
     folder = Path(root) / split
     pairs = [(p, d.name) for d in folder.iterdir() if d.is_dir()
              for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    paths, labels, wnids = _group(pairs)
-    return _read_files(paths, f"{split} ({split}/<wnid>/ folders)", progress, FOLDERS_FIX), labels, wnids
+    return _read_files(pairs, f"{split} ({split}/<wnid>/ folders)", progress, FOLDERS_FIX)
 
 
 def read_pickle(root: str | Path, split: str):
@@ -247,15 +235,6 @@ def cache_path(cache_dir: str | Path, split: str) -> Path:
     return Path(cache_dir) / f"mini-imagenet-{split}.npz"
 
 
-def _write_cache(path: Path, images, labels, wnids, fmt: str, fake: bool) -> None:
-    try:
-        with atomic_file(path, suffix=".npz.tmp") as f:   # temp file + os.replace: no half-written cache
-            np.savez(f, images=images, labels=labels, wnids=np.array(wnids), source_format=np.array(fmt),
-                     fake=np.array(fake), version=np.array(CACHE_VERSION))
-    except OSError as e:
-        warnings.warn(f"could not write the mini-ImageNet cache {path} ({e}); decoding again next time", stacklevel=2)
-
-
 def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
                       cache_dir: str | Path | None = None, rebuild: bool = False,
                       progress: bool = True) -> ClassImages:
@@ -288,7 +267,7 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
                 if int(z["version"]) == CACHE_VERSION:
                     arrays = z["images"], z["labels"], [str(w) for w in z["wnids"]], str(z["source_format"])
                     fake = fake or bool(z["fake"])
-        except _CACHE_ERRORS as err:
+        except NPZ_ERRORS as err:
             cache_error = err
             warnings.warn(f"the mini-ImageNet cache {cache} cannot be read ({one_line(err)}); reading the "
                           "source files again", stacklevel=2)
@@ -303,14 +282,14 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
             raise bad_file(cache, "npz", fix, cache_error) from err
         read = {"csv": read_images_csv, "folders": read_class_folders}.get(fmt)
         images, labels, wnids = read(root, split, progress) if read else read_pickle(root, split)
-        _write_cache(cache, images, labels, wnids, fmt, fake)
+        write_cache(cache, "mini-ImageNet", images=images, labels=labels, wnids=np.array(wnids),
+                    source_format=np.array(fmt), fake=np.array(fake), version=np.array(CACHE_VERSION))
         arrays = images, labels, wnids, fmt
     images, labels, wnids, fmt = arrays
     if fake:
         print(f"FAKE DATA: {root} is a generated stand-in for mini-ImageNet, not the real images.")
-    name = ("FAKE " if fake else "") + f"mini-imagenet/{split}"
-    return ClassImages.from_flat(images, labels, wnids, name=name,
-                                 fake=fake, meta={"format": fmt, "root": str(root)})
+    return ClassImages.from_flat(images, labels, wnids, fake=fake, meta={"format": fmt, "root": str(root)},
+                                 name=("FAKE " if fake else "") + f"mini-imagenet/{split}")
 
 
 def verify_miniimagenet(root: str | Path) -> dict[str, str]:

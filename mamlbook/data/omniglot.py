@@ -35,7 +35,6 @@ import hashlib
 import io
 import random
 import struct
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -46,11 +45,10 @@ import torch
 from PIL import Image
 
 from ..errors import BadFileError, OptionError
-from ..runs import atomic_file
-from .download import download
+from .download import download, file_hash
 from .episodes import ClassImages, check_disjoint
 from .fake import FAKE_MARKER, make_fake_omniglot
-from .files import DatasetNotFoundError, bad_bytes, bad_file, one_line
+from .files import IMAGE_ERRORS, NPZ_ERRORS, DatasetNotFoundError, bad_bytes, bad_file, one_line, write_cache
 from .paths import data_roots, default_cache_dir, default_data_root, find_data
 
 __all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode", "read_omniglot",
@@ -59,7 +57,7 @@ __all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode",
 
 SIZE = 28
 CACHE_VERSION = 1
-OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}.zip"
+OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"   # + /<set>.zip
 SMALL_SHA256 = {
     "images_background_small1": "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
     "images_background_small2": "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
@@ -76,14 +74,9 @@ RESIZE_MODES = ("lanczos", "maml-original")
 HELP = ("Get Omniglot from https://github.com/brendenlake/omniglot (folder python/): the small "
         "sets with mamlbook.data.download_omniglot_small(), the full sets with "
         "mamlbook.data.download_omniglot_full(); or put the zips in {where}. See docs/data.md.")
-# What reading a damaged zip member or PNG can raise (zipfile, zlib and Pillow each have their own).
+# What reading a damaged zip member can raise (zipfile and zlib each have their own); a PNG: IMAGE_ERRORS.
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
                RuntimeError, struct.error)
-_PNG_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error)
-
-
-def _is_png(name: str) -> bool:
-    return name.lower().endswith(".png")
 
 
 def _fix(source: Path) -> str:
@@ -114,7 +107,7 @@ def _iter_pngs(source: Path) -> Iterator[tuple[str, str, str, str, bytes]]:
         with _open_zip(source) as zf:
             for name in zf.namelist():
                 parts = name.split("/")
-                if _is_png(name) and len(parts) >= 3:
+                if name.lower().endswith(".png") and len(parts) >= 3:
                     try:
                         data = zf.read(name)
                     except _ZIP_ERRORS as err:
@@ -156,14 +149,11 @@ def decode(png: bytes, size: int = SIZE, resize: str = "lanczos") -> np.ndarray:
 
 
 def _source_id(source: Path) -> str:
-    h = hashlib.sha256()
     if source.is_file():
-        with open(source, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    else:
-        for p in sorted(source.rglob("*.png")):
-            h.update(f"{p.relative_to(source)}:{p.stat().st_size};".encode())
+        return file_hash(source)
+    h = hashlib.sha256()
+    for p in sorted(source.rglob("*.png")):
+        h.update(f"{p.relative_to(source)}:{p.stat().st_size};".encode())
     return h.hexdigest()
 
 
@@ -176,7 +166,7 @@ def _decode_png(png: bytes, where: str, source: Path, size: int, resize: str) ->
         return decode(png, size, resize)
     except OptionError:
         raise
-    except _PNG_ERRORS as err:
+    except IMAGE_ERRORS as err:
         fix = (_fix(source) if source.is_file() else
                f"replace it with a good copy (unzip the official zip again); {_fix(source)}")
         raise bad_bytes(where, png, "png", fix, err) from err
@@ -190,13 +180,11 @@ def _decode_all(source: Path, size: int, resize: str):
                                f"not an Omniglot zip; {_fix(source)}")
         raise DatasetNotFoundError(f"no Omniglot PNGs (Alphabet/characterNN/*.png) in {source}. "
                                    + HELP.format(where=source.parent))
-    class_names = sorted({f"{a}/{c}" for a, c, _, _, _ in items})
-    index = {n: i for i, n in enumerate(class_names)}
-    labels = np.array([index[f"{a}/{c}"] for a, c, _, _, _ in items], dtype=np.int64)
+    class_names, labels = np.unique([f"{a}/{c}" for a, c, _, _, _ in items], return_inverse=True)  # sorted
     images = np.stack([_decode_png(png, where, source, size, resize)
                        for _, _, _, where, png in items])                        # (N, size, size)
-    files = np.array([f for _, _, f, _, _ in items])
-    return images, labels, np.array(class_names), files
+    return dict(images=images, labels=labels.astype(np.int64), class_names=class_names,
+                files=np.array([f for _, _, f, _, _ in items]))
 
 
 def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczos",
@@ -226,15 +214,14 @@ def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczo
     if arrays is None:
         arrays = _decode_all(source, size, resize)
         if cache:
-            _save_cache(cache_file, sid, *arrays)
-    images, labels, class_names, files = arrays
-    fake = _is_fake(source)
-    name = ("FAKE " if fake else "") + f"omniglot/{_set_name(source)}"
-    char_ids = [int(f.split("_")[0]) if f.split("_")[0].isdigit() else -1
-                for f in files[np.unique(labels, return_index=True)[1]]]
-    return ClassImages.from_flat(images, labels, [str(n) for n in class_names], name=name, fake=fake,
-                                 meta={"set": _set_name(source), "char_ids": char_ids,
-                                       "size": size, "resize": resize})
+            write_cache(cache_file, "Omniglot", **arrays, source_id=np.array(sid),
+                            version=np.array(CACHE_VERSION))
+    fake, set_name = _is_fake(source), _set_name(source)
+    first = np.unique(arrays["labels"], return_index=True)[1]          # each class's first file
+    char_ids = [int(f.split("_")[0]) if f.split("_")[0].isdigit() else -1 for f in arrays["files"][first]]
+    return ClassImages.from_flat(arrays["images"], arrays["labels"], [str(n) for n in arrays["class_names"]],
+                                 name=("FAKE " if fake else "") + f"omniglot/{set_name}", fake=fake,
+                                 meta={"set": set_name, "char_ids": char_ids, "size": size, "resize": resize})
 
 
 def _load_cache(path: Path, sid: str):
@@ -242,19 +229,9 @@ def _load_cache(path: Path, sid: str):
         with np.load(path, allow_pickle=False) as z:
             if int(z["version"]) != CACHE_VERSION or str(z["source_id"]) != sid:
                 return None
-            return z["images"], z["labels"], z["class_names"], z["files"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+            return {k: z[k] for k in ("images", "labels", "class_names", "files")}
+    except NPZ_ERRORS:
         return None                                    # missing, stale or damaged: decode again
-
-
-def _save_cache(path: Path, sid: str, images, labels, class_names, files) -> None:
-    """Write the cache atomically (temp file + rename); warn and go on if the folder is read-only."""
-    try:
-        with atomic_file(path, suffix=".npz.tmp") as f:
-            np.savez(f, images=images, labels=labels, class_names=class_names, files=files,
-                     source_id=np.array(sid), version=np.array(CACHE_VERSION))
-    except OSError as e:
-        warnings.warn(f"could not write the Omniglot cache {path} ({e}); decoding again next time", stacklevel=2)
 
 
 def concat_sets(sets: Sequence[ClassImages], name: str) -> ClassImages:
@@ -307,10 +284,8 @@ def find_full_sets(root: str | Path) -> tuple[Path, Path]:
     """The full-set zips (or folders) under ``root`` in torchvision's layout or next to it."""
     root = Path(root)
     for folder in (root / "omniglot-py", root / "omniglot", root):
-        found = []
-        for set_name in ("images_background", "images_evaluation"):
-            z, d = folder / f"{set_name}.zip", folder / set_name
-            found.append(z if z.is_file() else d if d.is_dir() else None)
+        pairs = ((folder / f"{s}.zip", folder / s) for s in ("images_background", "images_evaluation"))
+        found = [z if z.is_file() else d if d.is_dir() else None for z, d in pairs]
         if all(found):
             return found[0], found[1]
     raise DatasetNotFoundError(f"the full Omniglot sets are not under {root} (looked for "
@@ -331,20 +306,16 @@ def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
         read_kwargs: passed to :func:`read_omniglot` (size, resize, cache_dir, cache).
     """
     if preset == "small":
-        if root is None:
-            small1, small2, _ = find_omniglot_small(download=False, allow_fake=False)
-        else:
-            small1, small2 = (_find_small(Path(root), n) for n in (1, 2))
+        small1, small2 = (find_omniglot_small(download=False, allow_fake=False)[:2] if root is None
+                          else (_find_small(Path(root), n) for n in (1, 2)))
         splits = small_split(read_omniglot(small1, **read_kwargs), read_omniglot(small2, **read_kwargs))
     elif preset in ("vinyals", "maml"):
         bg_src, ev_src = find_full_sets(default_data_root() if root is None else root)
         bg, ev = read_omniglot(bg_src, **read_kwargs), read_omniglot(ev_src, **read_kwargs)
         full = concat_sets([bg, ev], name=f"omniglot-{preset}")
-        if preset == "vinyals":
-            # concat order is sorted(background) + sorted(evaluation), as vinyals_split indexes
-            idx = vinyals_split(bg.class_names, ev.class_names)
-        else:
-            idx = maml_split(full.class_names)
+        # concat order is sorted(background) + sorted(evaluation), as vinyals_split indexes
+        idx = (vinyals_split(bg.class_names, ev.class_names) if preset == "vinyals"
+               else maml_split(full.class_names))
         splits = {k: full.subset(v, name=f"{full.name}/{k}") for k, v in idx.items()}
     else:
         raise OptionError(f"unknown Omniglot split preset {preset!r}; use 'small', 'vinyals' or 'maml'")
@@ -353,11 +324,11 @@ def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
 
 
 def _find_small(root: Path, n: int) -> Path:
-    for p in (root / f"images_background_small{n}.zip", root / "omniglot" / f"images_background_small{n}.zip",
-              root / f"images_background_small{n}", root / "omniglot" / f"images_background_small{n}"):
+    name = f"images_background_small{n}"
+    for p in (root / f"{name}.zip", root / "omniglot" / f"{name}.zip", root / name, root / "omniglot" / name):
         if p.exists():
             return p
-    raise DatasetNotFoundError(f"images_background_small{n}.zip is not in {root} or {root / 'omniglot'}. "
+    raise DatasetNotFoundError(f"{name}.zip is not in {root} or {root / 'omniglot'}. "
                             + HELP.format(where=root / "omniglot"))
 
 
@@ -369,11 +340,10 @@ def download_omniglot_small(root: str | Path | None = None, *, base_url: str | N
     the upstream ``https://raw.githubusercontent.com/brendenlake/omniglot/master/python``.
     """
     folder = Path(root or default_data_root()) / "omniglot"
-    out = []
-    for name, sha in SMALL_SHA256.items():
-        url = (f"{base_url.rstrip('/')}/{name}.zip" if base_url else OMNIGLOT_URL.format(name=name))
-        out.append(download(url, folder / f"{name}.zip", sha256=sha, **download_kwargs))
-    return out[0], out[1]
+    base = (base_url or OMNIGLOT_URL).rstrip("/")
+    small1, small2 = (download(f"{base}/{name}.zip", folder / f"{name}.zip", sha256=sha, **download_kwargs)
+                      for name, sha in SMALL_SHA256.items())
+    return small1, small2
 
 
 def download_omniglot_full(root: str | Path | None = None) -> tuple[Path, Path]:
@@ -401,13 +371,12 @@ def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple
     root = find_data(*names)
     if root is not None:
         return root / names[0], root / names[1], "found"
-    errors = []
+    error = None
     if download:
         try:
-            a, b = download_omniglot_small(retries=1, timeout=10)
-            return a, b, "downloaded"
+            return (*download_omniglot_small(retries=1, timeout=10), "downloaded")
         except Exception as e:                         # no network: fall through to the stand-in
-            errors.append(str(e))
+            error = e
     if allow_fake:
         folder = default_cache_dir() / "fake-omniglot"
         a, b = (make_fake_omniglot(folder / f"images_background_small{n}.zip", small=n) for n in (1, 2))
@@ -416,4 +385,4 @@ def find_omniglot_small(download: bool = True, allow_fake: bool = True) -> tuple
         return a, b, "FAKE"
     raise DatasetNotFoundError(f"the small Omniglot sets were not found in {[str(r) for r in data_roots()]}. "
                                + HELP.format(where="data/omniglot/")
-                               + (f" ({one_line(errors[0], limit=200)})" if errors else ""))
+                               + (f" ({one_line(error, limit=200)})" if error else ""))

@@ -29,17 +29,14 @@ def repo_root() -> Path | None:
 
 def default_data_root() -> Path:
     """Where downloads go: ``$MAMLBOOK_DATA``, else the checkout's ``data/``, else ``./data``."""
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    root = repo_root()
-    return (root / "data") if root is not None else Path.cwd() / "data"
+    if env := os.environ.get(DATA_ENV):
+        return Path(env).expanduser()
+    return (repo_root() or Path.cwd()) / "data"
 
 
 def default_cache_dir() -> Path:
     """Where decoded uint8 caches go: ``$MAMLBOOK_CACHE``, else ``<default data root>/cache``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return default_data_root() / "cache"
+    return Path(env).expanduser() if (env := os.environ.get(CACHE_ENV)) else default_data_root() / "cache"
 
 
 def data_roots() -> list[Path]:
@@ -49,12 +46,10 @@ def data_roots() -> list[Path]:
         roots.append(Path(os.environ[DATA_ENV]).expanduser())
     repo = repo_root()
     roots += [repo / "data", repo.parent / "shared" / "data"] if repo is not None else [Path.cwd() / "data"]
-    seen, out = set(), []
-    for r in roots:
-        if r.is_dir() and r.resolve() not in seen:
-            seen.add(r.resolve())
-            out.append(r)
-    return out
+    unique: dict[Path, Path] = {}                       # resolved → the first spelling of it
+    for r in filter(Path.is_dir, roots):
+        unique.setdefault(r.resolve(), r)
+    return list(unique.values())
 
 
 def find_data(*relative: str) -> Path | None:

@@ -31,6 +31,7 @@ __all__ = ["UnsafePickleError", "BadPickleError", "ALLOWED_GLOBALS", "safe_loads
 _UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
                OverflowError, MemoryError, struct.error)
 FIX = "get a complete copy of the file again (see docs/data.md)"
+_TRUST = "Use a trusted copy of the file, or convert it to .npz with code you trust."
 
 
 class BadPickleError(BadFileError, pickle.UnpicklingError):
@@ -74,16 +75,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafePickleError(
-                f"{self.source} asks to call or build {module}.{name}, which is not a NumPy array "
-                "or a plain container. It was refused and nothing from the file was executed. "
-                "Use a trusted copy of the file, or convert it to .npz with code you trust."
-            ) from None
+            raise UnsafePickleError(f"{self.source} asks to call or build {module}.{name}, which is not a "
+                                    "NumPy array or a plain container. It was refused and nothing from the "
+                                    f"file was executed. {_TRUST}") from None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self.source} uses persistent ids, which are refused; nothing from the "
-                                "file was executed. Use a trusted copy of the file, or convert it to .npz "
-                                "with code you trust.")
+                                f"file was executed. {_TRUST}")
 
 
 def _load(file, source: str, describe):
@@ -99,12 +97,7 @@ def _load(file, source: str, describe):
 
 
 def safe_loads(data: bytes, source: str = "the pickle", *, fix: str = FIX):
-    """Unpickle ``data`` allowing only NumPy arrays/scalars/dtypes and plain containers.
-
-    Raises:
-        UnsafePickleError: it names a global outside the allow-list (nothing was run).
-        BadPickleError: it is not a readable pickle; the one-line message says why and ``fix``.
-    """
+    """:func:`safe_load` for bytes in memory (``source`` names them in messages)."""
     return _load(io.BytesIO(data), source, lambda err: bad_bytes(source, data, "pickle", fix, err))
 
 

@@ -48,8 +48,7 @@ def gradient_agreement(cfg, split, device) -> dict:
         model = make_model(cfg).to(device)
         ep = make_sampler(split, cfg, device=device).sample(cfg.meta_batch_size,
                                                             torch.Generator().manual_seed(1))
-        amp = Amp.create(mode == "amp", device)
-        with amp.autocast():
+        with Amp.create(mode == "amp", device).autocast():
             meta_backward(model, dict(model.named_parameters()), ep.x_support, ep.y_support,
                           ep.x_query, ep.y_query, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                           loss_fn=F.cross_entropy)

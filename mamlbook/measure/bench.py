@@ -42,6 +42,7 @@ Implementations (``impl`` in the JSON):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -51,9 +52,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -65,6 +67,7 @@ from ..functional import make_meta_grad
 from ..maml import meta_backward, resolve_batched
 from ..models import SinusoidMLP
 from ..runs import machine_info
+from . import jax_sinusoid
 
 __all__ = ["ITERATIONS_TO_PROJECT", "Workload", "WORKLOADS", "loop_step", "higher_step", "mamlbook_step",
            "compiled_step", "measure_times", "measure_memory", "format_table", "add_arguments", "run", "main",
@@ -97,22 +100,17 @@ class Workload:
 
     def data(self, seed: int = 0):
         """Random inputs and labels of the right shapes: (T, K|Q, ...); speed does not depend on values."""
-        g = torch.Generator().manual_seed(seed)
-        x_s = torch.randn(self.tasks, self.support, *self.input_shape, generator=g)
-        x_q = torch.randn(self.tasks, self.query, *self.input_shape, generator=g)
-        if self.n_way:
-            y_s = torch.randint(0, self.n_way, (self.tasks, self.support), generator=g)
-            y_q = torch.randint(0, self.n_way, (self.tasks, self.query), generator=g)
-        else:
-            y_s = torch.randn(self.tasks, self.support, 1, generator=g)
-            y_q = torch.randn(self.tasks, self.query, 1, generator=g)
+        g, sizes = torch.Generator().manual_seed(seed), (self.support, self.query)
+        x_s, x_q = (torch.randn(self.tasks, n, *self.input_shape, generator=g) for n in sizes)
+        y_s, y_q = (torch.randint(0, self.n_way, (self.tasks, n), generator=g) if self.n_way
+                    else torch.randn(self.tasks, n, 1, generator=g) for n in sizes)
         return x_s, y_s, x_q, y_q
 
     def shrunk(self) -> "Workload":
         """A tiny version (2 tasks, few examples) for tests and ``--quick``."""
-        return Workload(self.name, self.description + " [quick: shrunk]", 2, min(self.support, 5),
-                        min(self.query, 5), self.input_shape, min(self.inner_steps, 2),
-                        self.inner_lr, self.n_way)
+        return replace(self, description=self.description + " [quick: shrunk]", tasks=2,
+                       support=min(self.support, 5), query=min(self.query, 5),
+                       inner_steps=min(self.inner_steps, 2))
 
 
 WORKLOADS = {
@@ -171,56 +169,57 @@ def mamlbook_step(batched):
     return step
 
 
-_cache: dict = {}   # (id(model), first_order) → its compiled meta-gradient, built once per process
+_cache: dict = {}   # (impl, id(model), first_order) → what that impl built for the model, once per process
+
+
+def _cached(key: tuple, build):
+    if key not in _cache:
+        _cache[key] = build()
+    return _cache[key]
+
+
+def _grads_into(params, fn, data) -> None:
+    """Call a functional meta-gradient ``fn(θ, *data) → (grads, loss)``; put the grads in ``p.grad``."""
+    grads, _ = fn({k: v.detach() for k, v in params.items()}, *data)
+    for k, p in params.items():
+        p.grad = grads[k]
 
 
 def compiled_step(model, params, data, w: Workload, first_order: bool) -> None:
-    key = (id(model), first_order)
-    if key not in _cache:
-        _cache[key] = make_meta_grad(model, inner_lr=w.inner_lr, inner_steps=w.inner_steps,
-                                     loss_fn=w.loss_fn(), first_order=first_order, compile=True)
-    grads, _ = _cache[key]({k: v.detach() for k, v in params.items()}, *data)
-    for k, p in params.items():
-        p.grad = grads[k]
+    fn = _cached(("compiled", id(model), first_order), lambda: make_meta_grad(
+        model, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(), first_order=first_order,
+        compile=True))
+    _grads_into(params, fn, data)
 
 
 def fused_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The sinusoid MLP's default training path (:mod:`mamlbook.fast`), meta-gradient only."""
-    key = ("fused", id(model), first_order)
-    if key not in _cache:
-        _cache[key] = fused_mlp_step(model, loss_fn=w.loss_fn(), inner_lr=w.inner_lr, inner_steps=w.inner_steps,
-                                     first_order=first_order, device=next(model.parameters()).device)
-    grads, _ = _cache[key]({k: v.detach() for k, v in params.items()}, *data)
-    for k, p in params.items():
-        p.grad = grads[k]
+    fn = _cached(("fused", id(model), first_order), lambda: fused_mlp_step(
+        model, loss_fn=w.loss_fn(), inner_lr=w.inner_lr, inner_steps=w.inner_steps, first_order=first_order,
+        device=next(model.parameters()).device))
+    _grads_into(params, fn, data)
 
 
 def threads_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The conv models' default training path on a CPU: the per-task loop on all cores (mamlbook.fast_tasks)."""
-    key = ("threads", id(model))
-    if key not in _cache:
-        _cache[key] = TaskThreads(model)
-    _cache[key].meta_backward(params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(),
-                              first_order=first_order)
+    _cached(("threads", id(model)), lambda: TaskThreads(model)).meta_backward(
+        params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(),
+        first_order=first_order)
 
 
 def jax_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The JAX idiom's meta-gradient on the same θ and data (W1); waits for the result, keeps it in JAX."""
     import jax
-
-    from . import jax_sinusoid as J
-    key = ("jax", id(model), first_order)
-    if key not in _cache:
-        _cache[key] = {"fn": J.make_meta_grad(w.inner_lr, first_order), "params": J.params_from_torch(model),
-                       "data": tuple(jax.numpy.asarray(t.detach().cpu().numpy()) for t in data)}
-    c = _cache[key]
+    c = _cached(("jax", id(model), first_order), lambda: {
+        "fn": jax_sinusoid.make_meta_grad(w.inner_lr, first_order),
+        "params": jax_sinusoid.params_from_torch(model),
+        "data": tuple(jax.numpy.asarray(t.detach().cpu().numpy()) for t in data)})
     c["loss"], c["grads"] = c["fn"](c["params"], *c["data"])
     jax.block_until_ready(c["grads"])
 
 
 def _jax_export(model, params, first_order: bool) -> None:
     """Copy the last JAX meta-gradient into ``p.grad`` (for the gradient check; not timed)."""
-    import numpy as np
     grads = _cache[("jax", id(model), first_order)]["grads"]
     linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     for name, (gw, gb) in zip(linears, grads):
@@ -229,8 +228,7 @@ def _jax_export(model, params, first_order: bool) -> None:
 
 
 def _jax_available() -> bool:
-    from .jax_sinusoid import available
-    return available()
+    return jax_sinusoid.available()
 
 
 def _impls(w: Workload, device: str, with_compile: bool) -> dict:
@@ -256,25 +254,18 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _reset_peak_rss() -> bool:
+def _reset_peak_rss() -> None:
     """Linux: restart the peak-RSS count (VmHWM) at the current RSS. ``ru_maxrss`` cannot be reset and
     starts from the parent's peak after fork+exec, which inflated the memory rows by the parent's size."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024                        # kB
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024                            # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
@@ -296,20 +287,17 @@ def _one_step(step, model, params, data, w, first_order, cuda, threads=None):
 
 def measure_times(w: Workload, impls: list[str], first_order: bool, device: str, repeats: int,
                   warmup: int, with_compile: bool = False, threads: int | None = None) -> dict[str, list[float]]:
-    """ms per meta-step of each impl; the impls take turns (round-robin), so a busy machine
-    slows them all alike and their ratios stay meaningful."""
+    """ms per meta-step of each impl; the impls take turns (round-robin: see the module docstring)."""
     model, params, data = _setup(w, device)
     steps = _impls(w, device, with_compile)
     cuda = device.startswith("cuda")
-    for _ in range(warmup):
-        for impl in impls:
-            _one_step(steps[impl], model, params, data, w, first_order, cuda, threads)
     times = {impl: [] for impl in impls}
-    for _ in range(repeats):
+    for i in range(warmup + repeats):                                   # the warm-up rounds first, untimed
         for impl in impls:
             t = time.perf_counter()
             _one_step(steps[impl], model, params, data, w, first_order, cuda, threads)
-            times[impl].append((time.perf_counter() - t) * 1e3)
+            if i >= warmup:
+                times[impl].append((time.perf_counter() - t) * 1e3)
     return times
 
 
@@ -334,34 +322,27 @@ def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
     return ((torch.cuda.max_memory_allocated() - start_alloc) / 2**20 if cuda else _peak_rss_mb() - rss_start)
 
 
-def _child_main(spec: str) -> int:
-    cfg = json.loads(spec)
-    w = Workload(**{**cfg["workload"], "input_shape": tuple(cfg["workload"]["input_shape"])})
-    threads = cfg.get("threads")
-    if threads:
-        torch.set_num_threads(threads)
-    if cfg["what"] == "time":
-        out = measure_times(w, cfg["impls"], cfg["first_order"], cfg["device"], cfg["repeats"],
-                            cfg["warmup"], cfg["compile"], threads)
-    else:
-        out = measure_memory(w, cfg["impls"][0], cfg["first_order"], cfg["device"],
-                             cfg["grad_path"], cfg["compile"], threads)
-    print("RESULT " + json.dumps(out))
-    return 0
+def _measure(spec: dict, in_process: bool = True, timeout: float = 1800):
+    """One measurement, "time" (``spec["impls"]`` in turns) or "memory" (one impl), here or in a child.
 
-
-def _in_child(what: str, w: Workload, impls: list[str], first_order: bool, device: str,
-              repeats: int = 0, warmup: int = 0, grad_path: str | None = None,
-              with_compile: bool = False, timeout: float = 1800, threads: int | None = None):
-    spec = json.dumps({"what": what, "workload": asdict(w), "impls": impls,
-                       "first_order": first_order, "device": device, "repeats": repeats,
-                       "warmup": warmup, "grad_path": grad_path, "compile": with_compile, "threads": threads})
-    proc = subprocess.run([sys.executable, "-m", "mamlbook.bench", "--_child", spec],
-                          capture_output=True, text=True, timeout=timeout)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"benchmark child ({what}, {w.name}, {impls}) failed:\n{proc.stderr[-2000:]}")
+    The child (``--_child SPEC``) runs it in process and prints the result after "RESULT ".
+    """
+    if not in_process:
+        proc = subprocess.run([sys.executable, "-m", "mamlbook.bench", "--_child", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=timeout)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                return json.loads(line[7:])
+        raise RuntimeError(f"benchmark child ({spec['what']}, {spec['workload']['name']}, {spec['impls']}) "
+                           f"failed:\n{proc.stderr[-2000:]}")
+    w = Workload(**{**spec["workload"], "input_shape": tuple(spec["workload"]["input_shape"])})
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    if spec["what"] == "time":
+        return measure_times(w, spec["impls"], spec["first_order"], spec["device"], spec["repeats"],
+                             spec["warmup"], spec["compile"], spec["threads"])
+    return measure_memory(w, spec["impls"][0], spec["first_order"], spec["device"], spec["grad_path"],
+                          spec["compile"], spec["threads"])
 
 
 # ---------------------------------------------------------------- parent: table and JSON
@@ -424,15 +405,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     """Run the benchmark; print the table (and the 60,000-iteration projection); write JSON."""
     if getattr(args, "_child", None):
-        return _child_main(args._child)
+        print("RESULT " + json.dumps(_measure(json.loads(args._child))))
+        return 0
     names = [n.strip().upper() for n in args.workloads.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
     orders = [o.strip() for o in args.orders.split(",") if o.strip()]
+    threads = getattr(args, "threads", None)
     for bad, message in (
             (unknown or not names, f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}"),
             (not orders or any(o not in ("second", "first") for o in orders),
              f"--orders must list 'second' and/or 'first', got {args.orders!r}"),
-            (args.repeats < 1 or args.warmup < 0, "--repeats must be ≥ 1 and --warmup ≥ 0")):
+            (args.repeats < 1 or args.warmup < 0, "--repeats must be ≥ 1 and --warmup ≥ 0"),
+            (threads is not None and threads < 1, "--threads must be ≥ 1")):
         if bad:
             print(f"error: {message}", file=sys.stderr)
             return 2
@@ -442,13 +426,9 @@ def run(args) -> int:
     if not have_higher:
         print("note: `higher` is not installed, so its baseline is skipped "
               "(pip install 'mamlbook[bench]' or pip install higher).")
-    if not have_jax and any(n == "W1" for n in names):
+    if not have_jax and "W1" in names:
         print("note: jax/optax are not installed, so the JAX idiom's W1 row is skipped "
               "(pip install 'mamlbook[bench]' or pip install jax optax).")
-    threads = getattr(args, "threads", None)
-    if threads is not None and threads < 1:
-        print("error: --threads must be ≥ 1", file=sys.stderr)
-        return 2
     if threads:
         torch.set_num_threads(threads)
     wanted = None if args.impls is None else {s.strip() for s in args.impls.split(",")}
@@ -464,27 +444,21 @@ def run(args) -> int:
                 impls = [i for i in _impls(w, device, args.compile)
                          if (wanted is None or i in wanted or i == "loop")
                          and (i != "higher" or have_higher) and (i != "jax" or have_jax)]
+                measure = ("cuda max_memory_allocated above start" if device.startswith("cuda") else
+                           "peak RSS above start (in-process: a lower bound)" if args.in_process else
+                           "peak RSS above start, own process")
                 for order in orders:
-                    fo = order == "first"
                     print(f"  {name} {device} {order}-order: timing {', '.join(impls)} in turns …", flush=True)
                     load = os.getloadavg()[0]
-                    if args.in_process:
-                        times = measure_times(w, impls, fo, device, repeats, args.warmup, args.compile, threads)
-                    else:
-                        times = _in_child("time", w, impls, fo, device, repeats, args.warmup,
-                                          with_compile=args.compile, timeout=args.timeout, threads=threads)
+                    spec = {"workload": asdict(w), "first_order": order == "first", "device": device,
+                            "repeats": repeats, "warmup": args.warmup, "compile": args.compile,
+                            "threads": threads}
+                    times = _measure({**spec, "what": "time", "impls": impls}, args.in_process, args.timeout)
                     group = []
                     for impl in impls:
                         path = os.path.join(tmp, f"{name}-{device}-{impl}-{order}.pt")
-                        if args.in_process:
-                            mem = measure_memory(w, impl, fo, device, path, args.compile, threads)
-                            measure = "peak RSS above start (in-process: a lower bound)"
-                        else:
-                            mem = _in_child("memory", w, [impl], fo, device, grad_path=path,
-                                            with_compile=args.compile, timeout=args.timeout, threads=threads)
-                            measure = "peak RSS above start, own process"
-                        if device.startswith("cuda"):
-                            measure = "cuda max_memory_allocated above start"
+                        mem = _measure({**spec, "what": "memory", "impls": [impl], "grad_path": path},
+                                       args.in_process, args.timeout)
                         group.append({"workload": w.name, "impl": impl, "order": order,
                                       "device": device, "ms_median": statistics.median(times[impl]),
                                       "ms_all": times[impl], "peak_mem_mb": round(mem, 1),
@@ -507,8 +481,7 @@ def run(args) -> int:
                   f"on {r['device']}: {hours:.1f} h (steps only, no data loading)"
                   + ("" if r["device"].startswith("cuda") else "; no GPU here: run on CUDA for the GPU projection"))
     if args.json:
-        meta = {**machine_info(args.device or "cpu"),
-                "quick": bool(args.quick)}
+        meta = {**machine_info(args.device or "cpu"), "quick": bool(args.quick)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([{**r, **meta} for r in rows], indent=1))
         print(f"Wrote {args.json}.")
@@ -527,16 +500,11 @@ def saved_graph_bytes(fn) -> int:
     A ``saved_tensors_hooks`` tally: the graph that second-order MAML must keep until the
     outer backward, independent of allocator noise (chapter 3 writes it out in full).
     """
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
         fn()
-    return total
+    return sum(sizes)
 
 
 if __name__ == "__main__":

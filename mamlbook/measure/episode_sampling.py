@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,18 +26,13 @@ import torch
 from ..data.episodes import ClassImages, EpisodeSampler
 from ..data.omniglot import find_omniglot_small, omniglot_splits
 from ..runs import machine_info
+from .gpu_speed import sync
 
 __all__ = ["CONFIGS", "NUM_TASKS", "time_calls", "loop_baseline", "run", "format_table", "main"]
 
-CONFIGS = [  # (n_way, k_shot, k_query); 32 tasks each, as MAML's Omniglot meta-batch
-    (5, 1, 1), (5, 5, 5), (5, 1, 15), (20, 1, 1), (20, 5, 5),
-]
+# (n_way, k_shot, k_query); 32 tasks each, as MAML's Omniglot meta-batch
+CONFIGS = [(5, 1, 1), (5, 5, 5), (5, 1, 15), (20, 1, 1), (20, 5, 5)]
 NUM_TASKS = 32
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_calls(fn, repeats: int, device: torch.device, warmup: int = 10) -> tuple[list[float], list[float]]:
@@ -49,10 +45,10 @@ def time_calls(fn, repeats: int, device: torch.device, warmup: int = 10) -> tupl
         fn()
     wall, cpu = [], []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        _sync(device)
+        sync(device)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return wall, cpu
@@ -107,8 +103,7 @@ def run(repeats: int = 300, device: str = "cpu", baseline: bool = True) -> dict:
             if baseline and dev.type == "cpu":
                 base = loop_baseline(split, n, k, q, random.Random(0))
                 slow, slow_cpu = time_calls(lambda: base(NUM_TASKS), max(20, repeats // 10), dev, warmup=2)
-                row["loop_median_ms"] = _ms(slow, 0.5)
-                row["loop_cpu_median_ms"] = _ms(slow_cpu, 0.5)
+                row.update(loop_median_ms=_ms(slow, 0.5), loop_cpu_median_ms=_ms(slow_cpu, 0.5))
                 row["speedup"] = row["loop_cpu_median_ms"] / row["ours_cpu_median_ms"]
             rows.append(row)
     return {**machine_info(dev), "threads": torch.get_num_threads(), "repeats": repeats, "data": origin,
@@ -146,8 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args.repeats, args.device, baseline=not args.no_baseline)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -54,12 +54,13 @@ import torch
 
 from ..amp import Amp, AmpNotSupportedError
 from ..data import ClassImages
-from ..fewshot import FewShotConfig, make_model, make_sampler, maml_learner, train_fewshot
+from ..fewshot import FewShotConfig, maml_learner, train_fewshot
 from ..presets import get_preset
-from ..runs import machine_info
+from ..problems import fewshot_problem
+from ..runs import atomic_file, machine_info
 from ..train import fit
 
-__all__ = ["PRESET", "PROJECT_ITERATIONS", "TARGET_MINUTES", "SHAPES", "synthetic_split", "time_loop",
+__all__ = ["PRESET", "PROJECT_ITERATIONS", "TARGET_MINUTES", "SHAPES", "synthetic_split", "sync", "time_loop",
            "time_train_fewshot", "projection", "environment", "run_check", "format_table", "main"]
 
 PRESET = "miniimagenet-5w1s"
@@ -95,7 +96,8 @@ def synthetic_split(classes: int, per_class: int, device, size: int = 84, seed: 
                        name=f"SYNTHETIC {classes}x{per_class}x{size}x{size}x3", fake=True)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU), so a timer around it sees all of it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -107,24 +109,19 @@ def time_loop(cfg: FewShotConfig, split: ClassImages, device: torch.device, *, w
     :func:`mamlbook.train.fit` with the learner and task stream of :func:`~mamlbook.fewshot.train_fewshot`
     (validation and checkpoints off): the loop times each outer step, sampling excluded.
     """
+    problem = fewshot_problem(cfg, {"train": split}, device=device, validate=False)   # its model, episodes
     torch.manual_seed(cfg.seed)
-    learner = maml_learner(cfg, make_model(cfg).to(device))
-    sampler = make_sampler(split, cfg, device=device)
-
-    def sample(gen):
-        e = sampler.sample(cfg.meta_batch_size, gen)
-        return e.x_support, e.y_support, e.x_query, e.y_query
-    generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = learner.make_optimizer(cfg.meta_lr)
-    common = dict(generator=generator, optimizer=optimizer, progress=False)
+    learner = maml_learner(cfg, problem.make_model().to(device))
+    common = dict(generator=torch.Generator().manual_seed(cfg.seed), progress=False,
+                  optimizer=learner.make_optimizer(cfg.meta_lr))
     compile_start = time.perf_counter()
-    fit(learner, sample, iterations=warmup, **common)
-    _sync(device)
+    fit(learner, problem.sample, iterations=warmup, **common)
+    sync(device)
     warmup_s = time.perf_counter() - compile_start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start_alloc = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    run = fit(learner, sample, iterations=iterations, time_budget_s=time_limit_s, **common)
+        start_alloc = torch.cuda.memory_allocated(device)
+    run = fit(learner, problem.sample, iterations=iterations, time_budget_s=time_limit_s, **common)
     times = [1000 * t for t in run.step_s]
     out = {"precision": learner.amp.describe(), "compiled": cfg.compile, "warmup_s": warmup_s,
            "iterations": len(times), "ms_all": times,
@@ -175,11 +172,11 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
     base = get_preset(PRESET).config.replace(**spec["changes"])
     t0 = time.perf_counter()
     split = synthetic_split(spec["classes"], spec["per_class"], device)
-    _sync(device)
+    sync(device)
     split_s = time.perf_counter() - t0
     combos = [(o, m, t) for o in orders for m in modes for t in tf32 if m != "amp" or not t]
-    runnable = len(combos) * (2 if end_to_end else 1)
-    limit = None if budget_s is None else budget_s / runnable
+    limit = None if budget_s is None else budget_s / (len(combos) * (2 if end_to_end else 1))  # per timed run
+    timing = dict(warmup=warmup, iterations=iterations, time_limit_s=limit)
     rows = []
     result = {"environment": env, "shape": shape, "preset": PRESET, "config": base.to_dict(),
               "split_shape": list(split.images.shape), "split_mb": split.images.numel() / 2**20,
@@ -188,9 +185,8 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
         cfg = base.replace(first_order=order == "first", amp=mode == "amp", tf32=allow_tf32,
                            compile=mode == "compiled")
         row = {"shape": shape, "order": order, "mode": mode, "tf32": allow_tf32, **env,
-               "n_way": cfg.n_way, "k_shot": cfg.k_shot, "k_query": cfg.k_query,
-               "meta_batch_size": cfg.meta_batch_size, "inner_steps": cfg.inner_steps,
-               "inner_lr": cfg.inner_lr, "warmup": warmup}
+               **{k: getattr(cfg, k) for k in ("n_way", "k_shot", "k_query", "meta_batch_size", "inner_steps",
+                                               "inner_lr")}, "warmup": warmup}
         try:
             Amp.create(cfg.amp, device)
         except AmpNotSupportedError as err:
@@ -198,8 +194,7 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
             print(f"{order}-order {mode}: refused: {err}", flush=True)
             continue
         try:
-            row.update(status="ok", **time_loop(cfg, split, device, warmup=warmup,
-                                                iterations=iterations, time_limit_s=limit))
+            row.update(status="ok", **time_loop(cfg, split, device, **timing))
             row.update(projection(row["ms_median"]))
             row["within_target"] = row["projected_minutes"] <= TARGET_MINUTES
             print(f"{order}-order {row['precision']}: {row['ms_median']:.1f} ms/it (median of "
@@ -209,8 +204,7 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
             print(f"{order}-order {mode}: ERROR {row['reason']}", flush=True)
         if end_to_end and row["status"] == "ok":      # a cross-check: its failure keeps the timing
             try:
-                row.update(time_train_fewshot(cfg, split, device, warmup=warmup,
-                                              iterations=iterations, time_limit_s=limit))
+                row.update(time_train_fewshot(cfg, split, device, **timing))
             except Exception as err:                  # noqa: BLE001
                 row["e2e_error"] = f"{type(err).__name__}: {err}"
                 print(f"{order}-order {mode}: train_fewshot cross-check ERROR {row['e2e_error']}", flush=True)
@@ -229,19 +223,17 @@ def _fmt(value, spec: str) -> str:
 def format_table(result: dict) -> str:
     """The Markdown table for the README, with a line saying what was run where."""
     env, smoke = result["environment"], result["shape"] == "smoke"
-    lines = []
-    if smoke:
-        lines.append("**SMOKE run (shrunk episodes, tiny split): NOT the W3 shape; not for the README.**\n")
     c = result["config"]
-    lines.append(f"{PRESET} training step ({'SMOKE' if smoke else 'W3'}: {c['n_way']}-way {c['k_shot']}-shot, "
-                 f"{c['k_query']} queries/class, meta-batch {c['meta_batch_size']}, {c['inner_steps']} inner "
-                 f"steps, α={c['inner_lr']}), "
-                 f"SYNTHETIC images, split of {result['split_mb']:.0f} MB resident on the device. "
-                 f"{env['device_name']}, torch {env['torch']}, {env['date'][:10]}; "
-                 f"`python -m mamlbook.measure.gpu_speed`.\n")
-    lines.append("| card | order | precision | ms/it median | ms/it mean | train_fewshot ms/it | "
-                 "peak GPU MB (incl. split) | 60k iterations |")
-    lines.append("|" + "---|" * 8)
+    lines = (["**SMOKE run (shrunk episodes, tiny split): NOT the W3 shape; not for the README.**\n"]
+             if smoke else [])
+    lines += [f"{PRESET} training step ({'SMOKE' if smoke else 'W3'}: {c['n_way']}-way {c['k_shot']}-shot, "
+              f"{c['k_query']} queries/class, meta-batch {c['meta_batch_size']}, {c['inner_steps']} inner "
+              f"steps, α={c['inner_lr']}), "
+              f"SYNTHETIC images, split of {result['split_mb']:.0f} MB resident on the device. "
+              f"{env['device_name']}, torch {env['torch']}, {env['date'][:10]}; "
+              f"`python -m mamlbook.measure.gpu_speed`.\n",
+              "| card | order | precision | ms/it median | ms/it mean | train_fewshot ms/it | "
+              "peak GPU MB (incl. split) | 60k iterations |", "|" + "---|" * 8]
     for r in result["rows"]:
         if r["status"] != "ok":
             reason = r["reason"].split(". ")[0].replace("|", "/")
@@ -290,11 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     def write(result: dict) -> None:
         result["command"] = command
         result["markdown"] = format_table(result)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_name(args.json.name + ".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(args.json)
+        if args.json:                                 # atomic: a run cut short leaves the last whole file
+            with atomic_file(args.json, "w") as f:
+                json.dump(result, f, indent=1)
 
     result = run_check(device, iterations=args.iterations, warmup=args.warmup, modes=modes, orders=orders,
                        shape=args.shape, budget_s=budget, end_to_end=not args.no_end_to_end, on_row=write,

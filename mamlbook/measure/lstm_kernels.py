@@ -25,6 +25,7 @@ after 3 warm-up steps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -39,7 +40,7 @@ from ..maml import meta_backward
 from ..rnn import cudnn_disabled
 from ..runs import write_json
 from ..sequence import LSTMRegressor, WalkConfig, sample_walk_tasks
-from .gpu_speed import environment
+from .gpu_speed import environment, sync
 
 __all__ = ["CFG", "naive_second_order", "ROWS", "reference_gradient", "run_row", "float64_exactness", "run",
            "format_table", "main"]
@@ -64,39 +65,32 @@ def naive_second_order(model, params, xs, ys, xq, yq, inner_lr):
 
 
 def _step_fn(row: str):
-    kw = dict(inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps)
     if row == "naive-cudnn":
         return lambda m, p, b: naive_second_order(m, p, *b, CFG.inner_lr)
-    if row == "no-cudnn":
-        def step(m, p, b):
-            with cudnn_disabled():
-                meta_backward(m, p, *b, **kw)
-        return step
-    if row == "first-order":
-        return lambda m, p, b: meta_backward(m, p, *b, first_order=True, **kw)
-    if row == "hand-vmap":
-        return lambda m, p, b: meta_backward(m, p, *b, batched=True, **kw)
-    return lambda m, p, b: meta_backward(m, p, *b, batched=False, **kw)   # mamlbook, hand-loop
+    # mamlbook and hand-loop loop over the tasks; no-cudnn and first-order leave the choice to "auto"
+    batched = {"hand-vmap": True, "no-cudnn": "auto", "first-order": "auto"}.get(row, False)
+
+    def step(m, p, b):
+        with cudnn_disabled() if row == "no-cudnn" else contextlib.nullcontext():
+            meta_backward(m, p, *b, inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps,
+                          first_order=row == "first-order", batched=batched)
+    return step
 
 
 ROWS = {"naive-cudnn": "torch", "mamlbook": "torch", "no-cudnn": "torch", "first-order": "torch",
         "hand-vmap": "hand", "hand-loop": "hand"}
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _grads(model):
     return torch.cat([p.grad.detach().double().flatten().cpu() for p in model.parameters()])
 
 
-def reference_gradient(state: dict, lstm: str, first_order: bool = False) -> torch.Tensor:
-    """The meta-gradient in float64 on the CPU (native RNN kernels) for the same weights and data."""
-    model = LSTMRegressor(lstm=lstm).double()
+def reference_gradient(state: dict, lstm: str, first_order: bool = False, device="cpu") -> torch.Tensor:
+    """The meta-gradient in float64 on the CPU (native RNN kernels) for the same weights and data;
+    ``device`` computes it there instead (returned on the CPU)."""
+    model = LSTMRegressor(lstm=lstm).double().to(device)
     model.load_state_dict(state)
-    meta_backward(model, dict(model.named_parameters()), *_batch("cpu", torch.float64),
+    meta_backward(model, dict(model.named_parameters()), *_batch(device, torch.float64),
                   inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps, first_order=first_order,
                   batched=False)
     return _grads(model)
@@ -113,7 +107,7 @@ def run_row(row: str, device: torch.device, steps: int, state: dict) -> dict:
     try:
         model.zero_grad(set_to_none=True)
         step(model, params, batch)
-        _sync(device)
+        sync(device)
     except Exception as err:                      # noqa: BLE001 — the failure is the finding
         return {**out, "status": "error", "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
     ref = reference_gradient(state, lstm, first_order=row == "first-order")
@@ -124,10 +118,10 @@ def run_row(row: str, device: torch.device, steps: int, state: dict) -> dict:
     times = []
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         step(model, params, batch)
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - t0) * 1000)
     return {**out, "status": "ok", "ms_median": statistics.median(times), "steps": steps}
 
@@ -137,13 +131,9 @@ def float64_exactness(device: torch.device) -> float | None:
     if device.type == "cpu":
         return None
     torch.manual_seed(0)
-    model = LSTMRegressor(lstm="torch").double()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.clone() for k, v in LSTMRegressor(lstm="torch").double().state_dict().items()}
     ref = reference_gradient(state, "torch")
-    model = model.to(device)
-    meta_backward(model, dict(model.named_parameters()), *_batch(device, torch.float64),
-                  inner_lr=CFG.inner_lr, inner_steps=CFG.inner_steps, batched=False)
-    return ((_grads(model) - ref).norm() / ref.norm()).item()
+    return ((reference_gradient(state, "torch", device=device) - ref).norm() / ref.norm()).item()
 
 
 def run(device="cuda", steps: int = 30) -> dict:
@@ -167,10 +157,9 @@ def format_table(result: dict) -> str:
              "", "| row | LSTM | ms/meta-step (median) | meta-gradient rel. err vs float64 CPU |",
              "|---|---|---|---|"]
     for r in result["rows"]:
-        if r["status"] != "ok":
-            lines.append(f"| {r['row']} | {r['lstm']} | fails: {r['error']} | — |")
-        else:
-            lines.append(f"| {r['row']} | {r['lstm']} | {r['ms_median']:.1f} | {r['grad_rel_err']:.1e} |")
+        ok = r["status"] == "ok"
+        cells = f"{r['ms_median']:.1f} | {r['grad_rel_err']:.1e}" if ok else f"fails: {r['error']} | —"
+        lines.append(f"| {r['row']} | {r['lstm']} | {cells} |")
     return "\n".join(lines)
 
 
