@@ -61,7 +61,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from mamlbook.config import seed_everything
+from mamlbook.config import fast_mode, seed_everything
 from mamlbook.data import (EpisodeSampler, check_disjoint, find_omniglot_small, load_miniimagenet,
                            make_fake_miniimagenet, omniglot_splits, read_omniglot)
 
@@ -276,8 +276,7 @@ for t in range(2):
 # `data_generator.py`) draws $N$ distinct *characters* and then gives each a random rotation
 # (`rotations = tf.multinomial(...)`, one per class), so its tasks never do. How often it happens
 # here: the $i$-th class drawn must avoid the $3i$ other rotations of the characters already drawn,
-# so a task is free of repeats with probability $\prod_{i<N} 
-# rac{4C - 4i}{4C - i}$ for $C$
+# so a task is free of repeats with probability $\prod_{i<N} \frac{4C - 4i}{4C - i}$ for $C$
 # characters. The cell checks that against the sampler:
 
 # %%
@@ -313,11 +312,12 @@ show_task(test_episodes, 0, test_sampler.class_names(test_episodes.classes),
 # ## 7. Reproducible, and fast
 #
 # A seeded `torch.Generator` fixes every draw: the same seed gives the same meta-batch, another seed a
-# different one. And because sampling is indexing, a meta-batch costs about a millisecond on a laptop
-# CPU: no PNG is decoded and no Python loop runs per task or per image. `python -m mamlbook.measure.episode_sampling`
-# measures it against the per-task Python loop that many ports use, and `docs/data.md` has the table.
-# The figure printed below is measured now, on whatever machine runs this notebook (a busy machine,
-# or one where PyTorch's threads compete with other programs, can be much slower).
+# different one. And because sampling is indexing, a meta-batch is cheap: no PNG is decoded and no
+# Python loop runs per task or per image. How cheap depends on the machine, so the cell below measures
+# it now, on whatever machine runs this notebook, beside $T$ calls of section 3's one-task loop (a busy
+# machine, or one where PyTorch's threads compete with other programs, can be much slower).
+# `python -m mamlbook.measure.episode_sampling` measures it more carefully against the per-task Python
+# loop that many ports use, and `docs/data.md` has its table.
 
 # %%
 a = sampler.sample(num_tasks, torch.Generator().manual_seed(123))
@@ -326,13 +326,26 @@ c = sampler.sample(num_tasks, torch.Generator().manual_seed(124))
 assert torch.equal(a.x_support, b.x_support) and torch.equal(a.x_query, b.x_query)
 assert not torch.equal(a.x_support, c.x_support)
 
-times = []
-for _ in range(timing_repeats):
-    t0 = time.perf_counter()
-    sampler.sample(num_tasks, generator)
-    times.append(time.perf_counter() - t0)
-print(f"one meta-batch of {num_tasks} {n_way}-way {k_shot}-shot tasks: median {1e3 * np.median(times):.2f} ms "
-      f"over {timing_repeats} calls, measured just now on this machine")
+
+# %%
+def median_ms(draw_meta_batch):
+    """Median wall time of ``timing_repeats`` calls, in milliseconds."""
+    times = []
+    for _ in range(timing_repeats):
+        t0 = time.perf_counter()
+        draw_meta_batch()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+timing_generator = torch.Generator().manual_seed(seed)       # its own draws: the timing changes no later task
+indexed = median_ms(lambda: sampler.sample(num_tasks, timing_generator))
+looped = median_ms(lambda: [sample_one_task(train.images, n_way, k_shot, k_query, timing_generator)
+                            for _ in range(num_tasks)])
+print(("FAST MODE, a shortened measurement: " if fast_mode() else "")
+      + f"one meta-batch of {num_tasks} {n_way}-way {k_shot}-shot tasks took {indexed:.2f} ms with `EpisodeSampler` "
+      f"and {looped:.2f} ms as {num_tasks} calls of section 3's one-task loop ({looped / indexed:.1f}× as long), "
+      f"medians of {timing_repeats} calls each, measured just now on this machine.")
 
 # %% [markdown]
 # ## 8. mini-ImageNet

@@ -314,26 +314,77 @@ assert batch_stats.at(10)[0] > running.at(10)[0], "batch statistics should beat 
 # Batch statistics win: the network was meta-trained to work *with* them. Never-updated running
 # statistics (mean 0, variance 1) leave every activation un-normalised, and the classifier, meta-learned
 # on normalised features, is lost. Running statistics averaged over meta-training images do not rescue
-# it either, and the curve shows why: they describe the *training* alphabets, not the new task's, and
-# without per-batch normalisation the support loss is far more sharply curved, so the meta-learned step
-# α = 2.0 overshoots and the adapted network falls to chance within a few steps (we checked that this
-# is a real divergence of the adaptation, not a copying error: with α = 0.4 the same network climbs
-# higher before it drifts back). The price of batch statistics is that meta-test predictions are
-# transductive (queries are normalised together); the paper's numbers, and ours, are measured this
-# way, and comparisons with non-transductive methods should say so.
+# it either. Two things could be behind that: a mistake in copying the network into `nn.BatchNorm2d`,
+# or the adaptation itself going astray. Running statistics describe the *training* alphabets, not the
+# new task's, and without per-batch normalisation the support loss can be far more sharply curved, so
+# the meta-learned step α = 2.0 may overshoot. The next two cells test both. In training mode the copy
+# normalises with batch statistics, so it must give the original network's logits (asserted). And if
+# the step overshoots, a smaller one, α = 0.4 with the mean cross-entropy, should climb higher before
+# it drifts back; the second cell adapts the same network with it and prints what this run shows.
+
+# %%
+x_check = test_sampler.sample(1, torch.Generator().manual_seed(2)).x_query[0]      # (N·Q, 1, 28, 28)
+with torch.no_grad():
+    logits, logits_copy = trained(x_check), with_torch_batchnorm(trained).train()(x_check)
+print(f"nn.BatchNorm2d copy in training mode vs the meta-trained network: largest logit difference "
+      f"{(logits_copy - logits).abs().max().item():.1e}")
+torch.testing.assert_close(logits_copy, logits, rtol=1e-4, atol=1e-4)   # the copy is the same network
+
+# %%
+small_lr = 0.4                                  # smaller than the α the network was meta-trained with
+running_small = evaluate_accuracy(averaged, test_sampler, generator=torch.Generator().manual_seed(1),
+                                  **{**kw, "inner_lr": small_lr})
+
+
+def peak(r):
+    """(step, mean, ci95) where the accuracy curve is highest."""
+    i = max(range(len(r.steps)), key=lambda j: r.mean[j])
+    return r.steps[i], r.mean[i], r.ci95[i]
+
+
+steps_text = lambda n: f"{n} step{'' if n == 1 else 's'}"
+for lr, r_ in ((cfg.inner_lr, running), (small_lr, running_small)):
+    s_, m_, c_ = peak(r_)
+    print(f"eval(), running stats from meta-training, α = {lr:g}: {r_.at(0)[0]:.1f}% before adapting, "
+          f"highest {m_:.1f} ± {c_:.1f}% after {steps_text(s_)}, {r_.mean[-1]:.1f}% after {steps_text(r_.steps[-1])}")
+(s_big, m_big, c_big), (s_small, m_small, c_small) = peak(running), peak(running_small)
+drifts = s_small < running_small.steps[-1] and running_small.mean[-1] < m_small - c_small
+print(("FAST MODE, a network meta-trained for seconds: " if fast_mode() else "")
+      + f"With α = {small_lr:g} the same network climbs {'higher' if m_small > m_big else 'no higher'} "
+      f"({m_small:.1f}% after {steps_text(s_small)} against {m_big:.1f}% after {steps_text(s_big)} with "
+      f"α = {cfg.inner_lr:g}" + ("; the 95% intervals overlap" if abs(m_small - m_big) <= c_small + c_big else "")
+      + ") and " + (f"then drifts back to {running_small.mean[-1]:.1f}%" if drifts
+                    else f"ends at {running_small.mean[-1]:.1f}%, not clearly below its best,")
+      + f" after {steps_text(running_small.steps[-1])} (chance: {100 / cfg.n_way:.0f}%).")
+
+# %% [markdown]
+# The price of batch statistics is that meta-test predictions are transductive (queries are normalised
+# together); the paper's numbers, and ours, are measured this way, and comparisons with
+# non-transductive methods should say so.
 #
 # **One deviation from the official code: the BatchNorm shift.** The official BatchNorm has no scale γ
 # and a trainable offset β per channel, as ours. But the official fast weights are built only from the
 # `weights` dict (conv1–4, b1–4, w5, b5), so β is **not adapted in the inner loop**: the outer Adam
 # learns it and every task uses it unchanged. This book's `adapt` steps every parameter of the model,
-# β included, in the inner loop. That adds 4 × 64 adapted numbers to the Conv4's ~112 k; it changes
-# what one inner step can do, and a run with the official behaviour (β in the outer loop only) is the
-# fair comparison when you set our numbers beside the paper's.
-#
+# β included, in the inner loop. That adds one adapted shift per channel of each BatchNorm (the cell
+# below counts them against the whole Conv4); it changes what one inner step can do, and a run with the
+# official behaviour (β in the outer loop only) is the fair comparison when you set our numbers beside
+# the paper's. Every MAML-family learner offers it: `make_algorithm("maml", model, adapt_bn=False)`, or
+# `python -m mamlbook train --preset omniglot-5w1s --no-adapt-bn` (the checkpoint records the choice and
+# `evaluate` adapts the same way; `tests/test_adapt_bn.py` checks its meta-gradient against finite
+# differences).
+
+# %%
+shifts = sum(m.bias.numel() for m in trained.modules() if isinstance(m, BatchNorm))
+print(f"BatchNorm shifts β adapted in this book's inner loop (not in the official code's): {shifts} "
+      f"of the Conv4's {sum(p.numel() for p in trained.parameters()):,} parameters")
+
+# %% [markdown]
 # ## 6. Colab: keep checkpoints on Google Drive
 #
-# A Colab session dies after idling or after ~12 hours and takes its disk with it. Write the run folder
-# to your Drive and resume from it in the next session:
+# A Colab session dies after idling, or when its virtual machine reaches its maximum lifetime ("as much
+# as 12 hours", says Colab's FAQ, research.google.com/colaboratory/faq.html; not measured by this book),
+# and takes its disk with it. Write the run folder to your Drive and resume from it in the next session:
 #
 # ```python
 # from google.colab import drive
@@ -355,7 +406,8 @@ assert batch_stats.at(10)[0] > running.at(10)[0], "batch statistics should beat 
 #   with `F.cross_entropy`; one inner step each way gives the same θ′ to 1e-12.
 # - MAML's BatchNorm uses batch statistics at training and at test (transductive); `model.eval()` with
 #   running statistics evaluates a different network from the one that was meta-trained. This book also
-#   adapts BatchNorm's shift β in the inner loop; the official code learns it in the outer loop only.
+#   adapts BatchNorm's shift β in the inner loop; the official code learns it in the outer loop only
+#   (`adapt_bn=False`, `--no-adapt-bn`).
 # - The presets test with 10 steps (the official code's); the paper reports 5-way after 3 steps and
 #   20-way after 5, and section 4 prints both.
 #

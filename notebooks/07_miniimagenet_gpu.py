@@ -86,7 +86,8 @@ print("GPU:", torch.cuda.get_device_name() if has_gpu else "NONE — this machin
 # `load_miniimagenet(root, split)` reads learn2learn's pickles, `images/` + the Ravi & Larochelle CSVs,
 # or class folders, and writes `mini-imagenet-<split>.npz` (N×84×84×3 uint8) next to them; later reads
 # take seconds. `EpisodeSampler(split, ..., device="cuda")` copies the uint8 split to the GPU **once**
-# (38,400 images are 0.8 GB) and builds every meta-batch there with index arithmetic.
+# (the meta-training split is 38,400 × 84 × 84 × 3 bytes, 0.8 GB) and builds every meta-batch there
+# with index arithmetic.
 
 # %%
 cfg = PRESETS[preset].config.replace(iterations=iterations, first_order=first_order, test_tasks=test_tasks,
@@ -198,8 +199,9 @@ assert all(0 <= res.mean[-1] <= 100 for rp in results.values() for res in rp.val
 # %% [markdown]
 # ## 4. What one GPU session measured (recorded, not run now)
 #
-# The cells above time *your* run. The book's own GPU numbers come from one session on an NVIDIA H200
-# (`bash scripts/gpu_checks.sh`; raw JSON in the repository's `results/gpu/`), on mini-ImageNet-shaped
+# The cells above time *your* run. The book's own GPU numbers come from one GPU session
+# (`bash scripts/gpu_checks.sh`; raw JSON in the repository's `results/gpu/`, each file with the GPU,
+# torch version and date it was recorded on, which the next cell prints), on mini-ImageNet-shaped
 # **synthetic** images through the real code path:
 #
 # - `gpu_check`: ms per meta-training iteration and peak memory, fp32 and AMP, second- and first-order;
@@ -210,19 +212,27 @@ assert all(0 <= res.mean[-1] <= 100 for rp in results.values() for res in rp.val
 
 # %%
 import json
+import math
 
 gpu_results = next((p for p in (Path("../results/gpu"), Path("results/gpu")) if p.is_dir()), None)
 if gpu_results is None:
     print("results/gpu/ is not here (it is in the repository, not in the pip package): skipping section 4.")
 else:
     recorded = {f.stem: json.loads(f.read_text()) for f in sorted(gpu_results.glob("*.json"))}
+    for name, rec in recorded.items():
+        e = rec.get("environment", {}) if isinstance(rec, dict) else {}
+        if "device_name" in e:
+            print(f"{name:>20}: RECORDED on {e['device_name']}, torch {e['torch']}, "
+                  f"{e['date'][:16].replace('T', ' ')} UTC — not run now.")
     env = recorded["precision_check"]["environment"]
-    print(f"RECORDED on {env['device_name']}, torch {env['torch']}, {env['date'][:10]} — not run now.")
     for name in ("gpu_check_run1", "gpu_check_run2", "gpu_check_run3_tf32"):
         for r in recorded[name]["rows"]:
             if "ms_median" in r:
                 tf32 = r.get("tf32", True)      # runs 1-2 predate the switch: PyTorch's default, TF32 on
                 label = r["precision"] + (f" (TF32 {'on' if tf32 else 'off'})" if r["precision"] == "float32" else "")
+                if r["status"] != "ok":      # run 1 failed; its own report shows no numbers, nor do we
+                    print(f"{name:>20}: {r['order']:>6}-order {label:<28} failed ({r.get('reason', '?')})")
+                    continue
                 print(f"{name:>20}: {r['order']:>6}-order {label:<28} {r['ms_median']:6.1f} ms/it  "
                       f"{r['peak_mem_mb']:6.0f} MB  → {r['projected_minutes']:5.0f} min for 60,000 iterations")
 
@@ -241,11 +251,35 @@ if gpu_results is not None:
     plt.show()
 
 # %% [markdown]
-# Read the figure from left to right: the batched path in float64 equals the loop to rounding
-# (1e-15); true float32 is 1e-4 away; TF32 is 1–11 % away (worst on the batched path, whose tasks run
-# as grouped convolutions); bf16 autocast 17–26 %. Yet the step times barely move with precision
-# (our reading, not yet profiled: the step is bound by launching many small kernels, not by arithmetic), so AMP buys
-# little speed here — and `amp_check` shows it did not hurt accuracy over a short run:
+# Read the figure from left to right, from the float64 batched path to bf16 autocast (W2 is the
+# Omniglot Conv4 workload, W3 the mini-ImageNet one; `docs/benchmarks.md` defines them). The next cell
+# says how far each group of bars is from the float64 meta-gradient, how TF32 on the batched path, whose
+# tasks run as grouped convolutions, compares with TF32 on the loop, and how much bf16 changed the step
+# time in the same session.
+
+# %%
+if gpu_results is not None:
+    err = {(r["workload"], r["variant"]): r["rel_err"] for r in recorded["precision_check"]["rows"]
+           if r["status"] == "ok"}
+    group = lambda prefix: [v for (_, variant), v in err.items() if variant.startswith(prefix)]
+    span = lambda prefix: f"{100 * min(group(prefix)):.0f}–{100 * max(group(prefix)):.0f} %"
+    order = lambda xs: ", ".join(sorted({f"1e{math.floor(math.log10(x))}" for x in xs}))   # orders of magnitude
+    step_ms = {(r["order"], r["precision"]): r["ms_median"] for r in recorded["gpu_check_run2"]["rows"]
+               if r["status"] == "ok"}
+    bf16_change = {o: step_ms[o, "autocast bfloat16"] / step_ms[o, "float32"] - 1 for o in ("second", "first")}
+    vmap_vs_loop = [err[w, "tf32-vmap"] / err[w, "tf32-loop"] for w in ("W2", "W3")]
+    print(f"RECORDED on {env['device_name']}, {env['date'][:10]}: the batched path in float64 equals the loop "
+          f"to rounding ({order(group('f64'))}); true float32 is {order(group('fp32'))} away; TF32 is "
+          f"{span('tf32')} away, {min(vmap_vs_loop):.0f}–{max(vmap_vs_loop):.0f}× further on the batched path "
+          f"(W2, W3) than on the loop; bf16 autocast {span('bf16')}. In gpu_check_run2 (TF32 on, PyTorch's "
+          f"default; {recorded['gpu_check_run2']['environment']['date'][:10]}), bf16 autocast changed the median "
+          f"step time by " + " and ".join(f"{100 * c:+.0f} % ({o}-order)" for o, c in bf16_change.items()) + ".")
+
+# %% [markdown]
+# Where the step time barely moves with precision, the likely reason (our reading, not yet profiled)
+# is that the step is bound by launching many small kernels, not by arithmetic; AMP then buys little
+# speed. Whether it costs accuracy is what `amp_check` measured, training fp32 and AMP side by side
+# over a short run; the next cell prints what it recorded:
 
 # %%
 if gpu_results is not None:
@@ -257,6 +291,10 @@ if gpu_results is not None:
         print(f"{r['precision']:>18}: {amp_rec['iterations']} iterations, {r['ms_per_iteration']:.0f} ms/it, "
               f"test accuracy {acc[0]:.1f}% → {acc[1]:.1f} ± {r['ci95[1 queries/class]']:.1f}% "
               f"(1 query/class, {amp_rec['tasks']} SYNTHETIC tasks)")
+    (fp32_acc, fp32_ci), (amp_acc, amp_ci) = ((r["acc[1 queries/class]"][1], r["ci95[1 queries/class]"])
+                                              for mode in ("fp32", "amp") for r in amp_rec["rows"] if r["mode"] == mode)
+    print(f"AMP minus fp32 after training: {amp_acc - fp32_acc:+.1f} points; the two 95% intervals "
+          + ("overlap." if abs(amp_acc - fp32_acc) <= amp_ci + fp32_ci else "do not overlap."))
 
 # %% [markdown]
 # ## 5. Past one GPU: the meta-batch across processes
@@ -318,8 +356,10 @@ assert dtheta < 1e-3
 # when each rank's share keeps its GPU busy — with the paper's meta-batch of 4, one task per GPU is
 # little work per step, so the gain is small; bigger meta-batches, bigger backbones and more inner steps
 # gain more. On this book's 2-core development machine two CPU ranks ran Omniglot 5-way 1-shot 1.36×
-# as many meta-steps per second as one process, measured while other jobs loaded the machine heavily
-# (`docs/benchmarks.md`; the ceiling is 2×).
+# as many meta-steps per second as one process (median over 4 rounds), measured while other jobs loaded
+# the machine heavily (one-minute load average 3.7–8.1 before the runs); the ceiling is 2×. Recorded on
+# 2026-12-01 in `results/distributed/omniglot_scaling_cpu_2026-12-01.txt`; the method and table are in
+# `docs/benchmarks.md`.
 
 # %% [markdown]
 # ## Summary

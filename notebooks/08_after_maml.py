@@ -319,21 +319,10 @@ plt.show()
 # (64 numbers per image).
 
 # %%
-from mamlbook.data import find_omniglot_small
-from mamlbook.fewshot import FewShotConfig, load_splits
+from mamlbook.fewshot import small_omniglot
 
-try:
-    small1, _, origin = find_omniglot_small(download=False, allow_fake=fast_mode())
-    splits = load_splits(FewShotConfig(split="small"), small1.parent)
-    print("Omniglot small sets:", origin, small1.parent)
-    for name, s in splits.items():
-        print(f"{name:>5}: {s.num_classes:4d} classes ({s.name})")
-except FileNotFoundError as err:
-    splits = None
-    print("The Omniglot comparison is SKIPPED: the small Omniglot sets are not on this machine.\n", err)
+splits, _ = small_omniglot(allow_fake=fast_mode())   # train / val (Early_Aramaic) / test, or None
 fake = splits is not None and any(s.fake for s in splits.values())
-if fake:
-    print("FAKE DATA: the Omniglot numbers below come from a generated stand-in, not from Omniglot.")
 
 # %%
 omni_rows = []
@@ -402,8 +391,11 @@ for rows in (sine_rows, omni_rows):
 # - **Adaptation can blow up.** A method that takes many test steps (Reptile's 32) or learns its own
 #   step sizes (MAML++) can diverge on a few test tasks: their MSE is infinite. The table then says
 #   "∞: diverged on k of n tasks" instead of a mean, and the median — finite while fewer than half
-#   diverge — is the number to read (chapter 2 met the same effect with ten steps of MAML). The first
-#   full run of this chapter printed `nan` there; that is how the book found it.
+#   diverge — is the number to read (chapter 2 met the same effect with ten steps of MAML). The book
+#   found this the hard way: a full run of this chapter printed `nan ± nan` (median `nan`) for Reptile
+#   and MAML++ on sinusoids, because one non-finite task poisoned the mean and the median (the project's
+#   history, not this run: commit 67fc8ea, "compare: a diverged test task counts as +inf and is
+#   reported, not turned into a NaN table").
 # - **Test-time protocols differ** (the *test steps* column), each method's own: on sinusoids Reptile
 #   adapts for 32 steps where MAML takes 1; on Omniglot Meta-SGD takes 1 where MAML takes 10; Prototypical
 #   Networks take none. A comparison table must say so, as this one does.
