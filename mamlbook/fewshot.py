@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .algorithms.base import MAML
-from .data import DatasetNotFoundError, load_miniimagenet, omniglot_splits
+from .data import DatasetNotFoundError, find_omniglot_small, load_miniimagenet, omniglot_splits
 from .evaluate import EvalResult, adaptation_curve, summarize
 from .problems import evaluate_learner, fewshot_problem, make_model, make_sampler
 from .runs import load_checkpoint
 from .train import fit
 
-__all__ = ["SMALL_VAL_ALPHABETS", "FewShotConfig", "accuracy", "load_splits", "evaluate_accuracy",
+__all__ = ["SMALL_VAL_ALPHABETS", "FewShotConfig", "accuracy", "load_splits", "small_omniglot", "evaluate_accuracy",
            "FewShotRun", "maml_learner", "train_fewshot", "meta_test", "random_init_baseline"]
 
 SMALL_VAL_ALPHABETS = ("Early_Aramaic",)  # small1's alphabet held out as meta-val (a Vinyals val alphabet)
@@ -159,6 +159,23 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
                 "test": load_miniimagenet(root, "test")}
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"{str(err).splitlines()[0]}; {_where_to_get(cfg)}") from err
+
+
+def small_omniglot(*, allow_fake: bool) -> tuple[dict | None, str | None]:
+    """The small Omniglot splits (train / val = Early_Aramaic / test) and where they came from, each split
+    printed with its size; ``(None, None)``, and why, where they are not on this machine."""
+    try:
+        small1, _, origin = find_omniglot_small(download=False, allow_fake=allow_fake)
+        splits = load_splits(FewShotConfig(split="small"), small1.parent)
+    except FileNotFoundError as err:
+        print("The Omniglot experiments are SKIPPED: the small Omniglot sets are not on this machine.\n", err)
+        return None, None
+    print("Omniglot small sets:", origin, small1.parent)
+    for name, s in splits.items():
+        print(f"{name:>5}: {s.num_classes:4d} classes ({s.name})")
+    if any(s.fake for s in splits.values()):
+        print("FAKE DATA: every Omniglot number below comes from a generated stand-in, not from Omniglot.")
+    return splits, origin
 
 
 def _where_to_get(cfg: FewShotConfig) -> str:

@@ -20,6 +20,7 @@ One checkpoint schema for every learner and preset (written by :func:`mamlbook.t
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import json
@@ -27,6 +28,7 @@ import math
 import os
 import pickle
 import platform
+import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
@@ -34,10 +36,12 @@ from typing import IO, Callable, Iterator
 
 import torch
 
+from .config import fast_mode
 from .errors import BadFileError
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_file", "atomic_write", "save_checkpoint", "load_checkpoint",
-           "write_json", "machine_info", "cpu_name"]
+           "write_json", "machine_info", "cpu_name", "book_root", "git_state", "record_full_run", "shared_machine",
+           "render_full_run", "full_run_table_cell", "find_recorded"]
 
 FORMAT = "mamlbook-checkpoint"
 VERSION = 2
@@ -145,3 +149,70 @@ def write_json(path: str | os.PathLike, obj: dict) -> None:
     """Write strict JSON atomically (never a half-written file)."""
     text = json.dumps(finite_or_null(obj), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+# ------------------------------------------------------------------ a chapter's full-mode run record
+def book_root() -> Path:
+    """The book's checkout (the folder holding mamlbook/ and results/): the working folder or its parent."""
+    return next((r for r in (Path.cwd(), Path.cwd().parent) if (r / "mamlbook").is_dir() and (r / "results").is_dir()),
+                Path.cwd())
+
+
+def find_recorded(name: str) -> Path | None:
+    """A committed file of the book (``results/...``, ``docs/...``), looked for from the working folder, its
+    parent and the checkout this package was installed from; None where none has it (a pip install alone)."""
+    roots = [Path.cwd(), Path.cwd().parent, Path(__file__).resolve().parents[1]]
+    return next((r / name for r in roots if (r / name).exists()), None)
+
+
+def git_state(root: str | os.PathLike) -> tuple[str | None, bool | None]:
+    """(commit, whether the working tree has uncommitted changes), or (None, None) outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+
+
+def record_full_run(chapter: int, record: dict, *, load_at_start: float, device="cpu") -> Path | None:
+    """Write a chapter's full-mode numbers to ``results/chapterNN/full_run.json`` with the machine, the
+    load, the environment and the git commit; fast mode writes nothing (and says so)."""
+    where = f"results/chapter{chapter:02d}/full_run.json"
+    if fast_mode():
+        print(f"FAST MODE: nothing written (only a full run writes {where}).")
+        return None
+    root = book_root()
+    commit, dirty = git_state(root)
+    write_json(root / where, {"chapter": chapter, "fast_mode": False, **record, "machine": machine_info(device),
+                              "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
+                              "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MAMLBOOK_FAST")},
+                              "git": {"commit": commit, "dirty": dirty}})
+    print(f"wrote {root / where}")
+    return root / where
+
+
+def shared_machine(run: dict) -> bool:
+    """The run used one thread: a one-minute load average above 1.5 means other jobs ran beside it."""
+    load = run["load_average_1min"]
+    return max(load["start"], load["end"]) > 1.5
+
+
+def render_full_run(folder: Path, markdown: Callable[[dict], str], readme_section: Callable[[dict], str]) -> None:
+    """``results/chapterNN/render.py``'s command line: ``full_run.json`` → ``full_run.md`` (``--readme``:
+    print the README's section and its Chapters-table cell too)."""
+    ap = argparse.ArgumentParser(description="Render a chapter's full-run record into full_run.md.")
+    ap.add_argument("--readme", action="store_true", help="print the README's section and table cell too")
+    args = ap.parse_args()
+    run = json.loads((folder / "full_run.json").read_text(encoding="utf-8"))
+    if run.get("fast_mode"):
+        raise SystemExit("full_run.json comes from a fast-mode run: rerun the notebook in full mode")
+    (folder / "full_run.md").write_text(markdown(run), encoding="utf-8")
+    print(f"wrote {folder / 'full_run.md'}")
+    if args.readme:
+        print("\n" + readme_section(run) + "\n\ntable cell: " + full_run_table_cell(run))
+
+
+def full_run_table_cell(run: dict) -> str:
+    """The README Chapters table's full-run cell: settings cell to record cell, in minutes."""
+    return f"{run['wall_time_s']['settings_to_record'] / 60:.0f} min²"

@@ -23,9 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .evaluate import NUM_TEST_TASKS, EvalResult, adaptation_curve, mean_ci95, summarize
 from .models import SinusoidMLP
@@ -140,29 +138,28 @@ class OracleMLP(nn.Module):
         self.net = SinusoidMLP(in_features=3, hidden=hidden)
 
     def forward(self, x: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-        # x: (..., N, 1); amplitude, phase: (...,) broadcast to every point of their task
+        return self.net(self.inputs(x, amplitude, phase))
+
+    @staticmethod
+    def inputs(x: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(x, A, φ) per point: x (..., N, 1); amplitude, phase (...,) broadcast to every point of their task."""
         a = amplitude[..., None, None].expand_as(x)
         p = phase[..., None, None].expand_as(x)
-        return self.net(torch.cat([x, a, p], dim=-1))
+        return torch.cat([x, a, p], dim=-1)                                    # (..., N, 3)
 
 
 def train_oracle(cfg: SinusoidConfig, *, progress: bool = True) -> tuple[OracleMLP, History]:
-    """Train the oracle on the same task stream as MAML (joint training, Adam at β)."""
+    """Train the oracle on the same task stream as MAML (joint training by :func:`pretrain`, Adam at β)."""
     torch.manual_seed(cfg.seed)
     model = OracleMLP()
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.meta_lr)
-    history = History()
-    start = time.perf_counter()
-    for it in tqdm(range(cfg.iterations), desc="oracle", disable=not progress, mininterval=0.5):
+
+    def batch():
         b = sample_sinusoid_tasks(cfg.meta_batch_size, cfg.k_shot, generator=gen)
-        loss = F.mse_loss(model(b.x_support, b.amplitude, b.phase), b.y_support)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.iteration.append(it + 1)
-        history.loss.append(loss.item())
-    history.wall_time_s = time.perf_counter() - start
+        return model.inputs(b.x_support, b.amplitude, b.phase), b.y_support, None, None
+
+    history = pretrain(model.net, batch, iterations=cfg.iterations, lr=cfg.meta_lr, progress=progress,
+                       desc="oracle")
     return model, history
 
 

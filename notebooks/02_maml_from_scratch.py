@@ -66,6 +66,7 @@ from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import (format_ci, markdown_table, plot_adaptation,
                                plot_adaptation_curves, plot_adaptation_curves_by_k,
                                plot_learning_curve)
+from mamlbook.runs import find_recorded
 from mamlbook.sinusoid import (SinusoidConfig, eval_tasks, evaluate_oracle, task_curves, train_maml,
                                train_oracle, train_pretrained, tune_step_sizes, tuned_curves)
 from mamlbook.tasks import sample_sinusoid_tasks
@@ -438,13 +439,7 @@ display(Markdown(SHORT_RUN + "\n".join(lines)))
 # and date — and prints that task's MSE after every step.
 
 # %%
-def find_recorded(name="results/chapter02/full_run.json"):
-    """The committed file, looked for from this folder, its parent, and the package's repository."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(mamlbook.__file__).resolve().parents[1]]
-    return next((r / name for r in roots if (r / name).exists()), None)
-
-
-recorded_path = find_recorded()
+recorded_path = find_recorded("results/chapter02/full_run.json")
 if recorded_path is None:
     print("results/chapter02/full_run.json is not on this machine (it is in the book's repository).")
 else:

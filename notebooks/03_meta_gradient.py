@@ -57,6 +57,7 @@ from mamlbook.maml import meta_loss
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import format_ci, markdown_table
 from mamlbook.algorithms.reptile import reptile_gradient
+from mamlbook.runs import find_recorded
 from mamlbook.sinusoid import task_curves
 from mamlbook.tasks import sample_sinusoid_tasks
 from mamlbook.train import make_meta_optimizer
@@ -269,8 +270,6 @@ def saved_graph_bytes(fn):
     return total
 
 
-# The package keeps the same function as `mamlbook.measure.bench.saved_graph_bytes` (chapter 4 uses it).
-
 
 def flat_grad(loss, params):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
@@ -332,6 +331,16 @@ display(Markdown(SHORT_RUN + f"**{ITERATIONS} meta-steps each; query MSE after 1
                                    "autograd graph per step (KiB)"], rows)))
 assert runs["maml"][1]["graph_bytes"] > runs["fomaml"][1]["graph_bytes"]   # second order keeps more
 
+# From here on the book counts with the package's tested copy, `mamlbook.measure.bench.saved_graph_bytes`
+# (chapter 4 does); on one MAML meta-loss it counts the bytes ours counts:
+from mamlbook.measure.bench import saved_graph_bytes as package_saved_graph_bytes
+
+b = sample_sinusoid_tasks(META_BATCH_SIZE, K_SHOT, generator=torch.Generator().manual_seed(7))
+net = runs["maml"][0]
+one_meta_loss = lambda: meta_loss(net, dict(net.named_parameters()), b.x_support, b.y_support, b.x_query,  # noqa: E731
+                                  b.y_query, inner_lr=INNER_LR)
+assert saved_graph_bytes(one_meta_loss) == package_saved_graph_bytes(one_meta_loss) > 0
+
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(runs["maml"][1]["cos_it"], runs["maml"][1]["cos"], marker=".")
@@ -379,12 +388,6 @@ display(Markdown(SHORT_RUN + "\n".join([
 # an external figure, quoted from the paper, for a different problem.)
 
 # %%
-def find_recorded(name):
-    """A committed results file, looked for from this folder, its parent, and the package's repository."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(mamlbook.__file__).resolve().parents[1]]
-    return next((r / name for r in roots if (r / name).exists()), None)
-
-
 race_path = find_recorded("results/compare/sinusoid_full.json")
 if race_path is None:
     print("results/compare/sinusoid_full.json is not on this machine (it is in the book's repository).")

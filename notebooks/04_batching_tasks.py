@@ -52,6 +52,7 @@ from mamlbook.config import banner, pick
 from mamlbook.conv import BatchNorm, omniglot_conv4
 from mamlbook.maml import meta_loss
 from mamlbook.models import SinusoidMLP
+from mamlbook.runs import find_recorded
 from mamlbook.tasks import sample_sinusoid_tasks
 
 banner("Chapter 4");
@@ -199,12 +200,6 @@ print("same:     ", vmap(noise, randomness="same")(torch.zeros(3)))
 # W3 (mini-ImageNet Conv4): the per-task loop against `vmap`, speed and peak memory.
 
 # %%
-def find_recorded(name):
-    """A committed file, looked for from this folder, its parent, and the package's repository."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(mamlbook.__file__).resolve().parents[1]]
-    return next((r / name for r in roots if (r / name).exists()), None)
-
-
 def recorded_cpu_bench(path):
     """(heading, {(workload, order, impl): row}) of the first '## CPU' table of docs/benchmarks.md."""
     heading, header, rows = None, None, {}

@@ -72,7 +72,7 @@ from mamlbook.maml import meta_backward, meta_loss, resolve_batched
 from mamlbook.plotting import (adapted_params, format_ci, markdown_table, plot_adaptation_curves,
                                plot_learning_curve, predict)
 from mamlbook.rnn import needs_native_rnn
-from mamlbook.runs import machine_info, write_json
+from mamlbook.runs import find_recorded, record_full_run
 from mamlbook.sequence import (LSTMRegressor, WalkConfig, sample_walk_tasks, walk_batches, walk_end,
                                walks_ending_at)
 from mamlbook.sinusoid import EVAL_SEED, STEP_SIZE_SEED, tune_step_sizes, tuned_curves
@@ -646,13 +646,7 @@ display(Markdown(markdown_table(
 # by that command on the card and date it names.
 
 # %%
-def find_recorded(name="results/gpu/rnn_check.json"):
-    """The committed file, looked for from this folder, its parent, and the package's repository."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(rnn_check.__file__).resolve().parents[2]]
-    return next((r / name for r in roots if (r / name).exists()), None)
-
-
-recorded_path = find_recorded()
+recorded_path = find_recorded("results/gpu/rnn_check.json")
 recorded = json.loads(recorded_path.read_text()) if recorded_path else None
 if recorded is None:
     print("results/gpu/rnn_check.json is not on this machine (it is in the book's repository); "
@@ -764,30 +758,13 @@ display(Markdown(note + "\n".join([
 # so no number of the full run is copied by hand. Fast mode writes nothing.
 
 # %%
-def repository_root():
-    """The book's checkout (the folder holding mamlbook/ and results/), or this folder outside one."""
-    return next((r for r in (Path.cwd(), Path.cwd().parent) if (r / "mamlbook").is_dir() and (r / "results").is_dir()),
-                Path.cwd())
-
-
-def git_state(root):
-    """(commit, whether the working tree has uncommitted changes), or (None, None) outside a git checkout."""
-    try:
-        git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,  # noqa: E731
-                                           check=True).stdout.strip()
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-
-
 def run_record():
     """Everything the README and full_run.md state about this run, as plain JSON-able values."""
-    commit, dirty = git_state(repository_root())
     walls = {"maml": maml_history.wall_time_s, "pretrained": pretrained_history.wall_time_s,
              "seed_article": seed_history.wall_time_s, "settings_to_record": time.perf_counter() - run_start}
     counts = {"maml": ITERATIONS, "pretrained": PRETRAIN_ITERATIONS, "seed_article": SEED_ARTICLE_STEPS}
     return {
-        "chapter": 9, "notebook": "notebooks/09_any_model.ipynb", "fast_mode": fast_mode(),
+        "notebook": "notebooks/09_any_model.ipynb",
         "config": {"seed": SEED, "k_shot": K_SHOT, "meta_batch_size": META_BATCH_SIZE, "inner_lr": INNER_LR,
                    "inner_steps": INNER_STEPS, "meta_lr": META_LR, "seq_len": SEQ_LEN, "hidden": HIDDEN,
                    "iterations": ITERATIONS, "pretrain_iterations": PRETRAIN_ITERATIONS,
@@ -805,18 +782,10 @@ def run_record():
                     for name, r in results.items()},
         "paired_maml_minus": {name: {str(s): dict(zip(("mean", "ci95"), paired[name][s])) for s in paired[name]}
                               for name in paired},
-        "hardware": hardware, "machine": machine_info(),
-        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MAMLBOOK_FAST")},
-        "git": {"commit": commit, "dirty": dirty}}
+        "hardware": hardware}
 
 
-if fast_mode():
-    print("FAST MODE: nothing written (only a full run writes results/chapter09/full_run.json).")
-else:
-    record_path = repository_root() / "results" / "chapter09" / "full_run.json"
-    write_json(record_path, run_record())
-    print(f"wrote {record_path}")
+record_full_run(9, run_record(), load_at_start=load_at_start)
 
 # %% [markdown]
 # ## Exercises

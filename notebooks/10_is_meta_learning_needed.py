@@ -97,7 +97,6 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import torch
@@ -109,18 +108,18 @@ from torch import nn
 from mamlbook.adaptation import grouped_tasks, layer_features, linear_cka, meta_step_cost, relative_change
 from mamlbook.algorithms import make_algorithm
 from mamlbook.algorithms.baseline import fit_linear_heads
-from mamlbook.cli import learner_options
+from mamlbook.cli import build_parser, learner_options
 from mamlbook.compare import SETTINGS, compare, omniglot_problem, plot_comparison
 from mamlbook.config import fast_mode, seed_everything
 from mamlbook.conv import omniglot_conv4
-from mamlbook.data import find_omniglot_small, make_fake_miniimagenet
+from mamlbook.data import make_fake_miniimagenet
 from mamlbook.evaluate import mean_ci95
-from mamlbook.fewshot import FewShotConfig, load_splits
+from mamlbook.fewshot import load_splits, small_omniglot
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import format_ci, markdown_table
 from mamlbook.presets import PRESETS
 from mamlbook.problems import fewshot_problem
-from mamlbook.runs import machine_info, write_json
+from mamlbook.runs import record_full_run
 from mamlbook.tasks import sample_sinusoid_tasks
 from mamlbook.train import fit, pretrain
 
@@ -169,18 +168,8 @@ TRANSFER = ["baseline", "baselinepp", "probe", "finetune"]
 # zero. Here on the features of a random Conv4's body for one real (or stand-in) 5-way 5-shot task:
 
 # %%
-try:
-    small1, _, origin = find_omniglot_small(download=False, allow_fake=fast_mode())
-    splits = load_splits(FewShotConfig(split="small"), small1.parent)
-    print("Omniglot small sets:", origin, small1.parent)
-    for name, s in splits.items():
-        print(f"{name:>5}: {s.num_classes:4d} classes ({s.name})")
-except FileNotFoundError as err:
-    splits = None
-    print("The Omniglot experiments are SKIPPED: the small Omniglot sets are not on this machine.\n", err)
+splits, origin = small_omniglot(allow_fake=fast_mode())
 fake = splits is not None and any(s.fake for s in splits.values())
-if fake:
-    print("FAKE DATA: every Omniglot number below comes from a generated stand-in, not from Omniglot.")
 
 # %%
 if splits is not None:
@@ -439,8 +428,8 @@ if mini_splits is not None:
     mini = fewshot_problem(mini_cfg, mini_splits, device=device, num_test_tasks=MINI_TEST_TASKS, test_seed=2017,
                            validate=False)
     mini.tests = dict(sorted(mini.tests.items(), key=lambda kv: not kv[0].startswith("15")))   # 15 queries first
-    as_cli = lambda name: SimpleNamespace(algorithm=name, preset="miniimagenet-5w1s", inner_lr=None, inner_steps=None,
-                                          meta_batch_size=None, meta_lr=None, first_order=False, amp=False, compile=False)
+    as_cli = lambda name: build_parser().parse_args(   # the command line's defaults for this learner and preset
+        ["train", "--preset", "miniimagenet-5w1s", "--algorithm", name, "--out", "unused", "--no-compile"])
     mini_settings = {name: {**learner_options(as_cli(name), mini_cfg), **(ONE_CORE if name in ("maml", "fomaml") else {})}
                      for name in LEARNERS}
     # compare() looks each learner's defaults up by problem name; the command line uses the "omniglot" entries
@@ -753,31 +742,14 @@ for workload in workloads:
 # (`python results/chapter10/render.py`). Fast mode writes nothing.
 
 # %%
-def repository_root():
-    """The book's checkout (the folder holding mamlbook/ and results/), or this folder outside one."""
-    return next((r for r in (Path.cwd(), Path.cwd().parent) if (r / "mamlbook").is_dir() and (r / "results").is_dir()),
-                Path.cwd())
-
-
-def git_state(root):
-    """(commit, whether the working tree has uncommitted changes), or (None, None) outside a git checkout."""
-    try:
-        git = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,  # noqa: E731
-                                           check=True).stdout.strip()
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-
-
 def row_record(r):
     return {k: v for k, v in dataclasses.asdict(r).items() if k != "losses"}
 
 
 def run_record():
     """Everything the README and full_run.md state about this run, as plain JSON-able values."""
-    commit, dirty = git_state(repository_root())
     return {
-        "chapter": 10, "notebook": "notebooks/10_is_meta_learning_needed.ipynb", "fast_mode": fast_mode(),
+        "notebook": "notebooks/10_is_meta_learning_needed.ipynb",
         "config": {k: globals()[k] for k in (
             "SEED", "RACE_BUDGET_S", "RACE_META_BATCH", "RACE_META_LR", "TEST_TASKS_5WAY", "TEST_TASKS_20WAY",
             "MINI_BUDGET_S", "MINI_TEST_TASKS", "REUSE_TEST_TASKS", "CKA_TASKS", "CKA_PROBE_IMAGES",
@@ -795,18 +767,10 @@ def run_record():
         "memorization": {f"{label} | {cond}": v for (label, cond), v in memo.items()},
         "cost": [{"workload": w, "method": m, "inner_steps": s, **v} for (w, m, s), v in cost.items()],
         "wall_time_s": {**section_s, "settings_to_record": time.perf_counter() - run_start},
-        "hardware": hardware, "machine": machine_info(device),
-        "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]},
-        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MAMLBOOK_FAST")},
-        "git": {"commit": commit, "dirty": dirty}}
+        "hardware": hardware}
 
 
-if fast_mode():
-    print("FAST MODE: nothing written (only a full run writes results/chapter10/full_run.json).")
-else:
-    record_path = repository_root() / "results" / "chapter10" / "full_run.json"
-    write_json(record_path, run_record())
-    print(f"wrote {record_path}")
+record_full_run(10, run_record(), load_at_start=load_at_start, device=device)
 
 # %% [markdown]
 # ## Summary

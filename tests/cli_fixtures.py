@@ -1,4 +1,4 @@
-"""Helpers for the command-line tests (tests/test_cli*.py, tests/test_resume.py).
+"""Helpers for the command-line tests (tests/test_cli*.py, tests/test_resume.py and each learner's CLI tests).
 
 They run the real command line, ``mamlbook.cli.main(argv)``, in this process (a subprocess costs
 seconds of imports per call) with tiny settings, and read back what a run left on disk.
@@ -11,6 +11,7 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import pytest
 import torch
 
 from mamlbook.cli import main
@@ -82,6 +83,21 @@ def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[st
     return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not torch.equal(a[k], b[k]))
 
 
+def differing_runs(a, b, file: str = "checkpoint.pt") -> list[str]:
+    """The learner tensors that differ between the checkpoints ``file`` of the run folders ``a`` and ``b``."""
+    return differing(learner_tensors(Path(a) / file), learner_tensors(Path(b) / file))
+
+
+def assert_stops_at_budget(out, *flags, budget: str) -> int:
+    """``train`` for up to 100000 iterations within ``--time-budget budget``: it succeeds, stopped by the
+    budget after at least one iteration. Returns the iterations it did."""
+    result = train(out, *flags, "--iterations", "100000", "--time-budget", budget)
+    assert result.code == 0, result.err
+    m = metrics(out)
+    assert m["stopped_by_budget"] is True and 1 <= m["iterations_done"] < 100000
+    return m["iterations_done"]
+
+
 class SimulatedCrash(BaseException):
     """The process died (a BaseException, like KeyboardInterrupt: nothing in mamlbook catches it)."""
 
@@ -97,6 +113,31 @@ def crash_after_checkpoint(monkeypatch, iteration: int) -> None:
             raise SimulatedCrash(f"killed after the checkpoint of iteration {iteration}")
         return written
     monkeypatch.setattr(mamlbook.train, "save_checkpoint", save_then_crash)
+
+
+def crash(monkeypatch, out, *flags, after: int) -> None:
+    """``train(out, *flags)``, killed right after it has written ``checkpoint.pt`` for iteration ``after``."""
+    with monkeypatch.context() as mp:
+        crash_after_checkpoint(mp, after)
+        with pytest.raises(SimulatedCrash):
+            train(out, *flags)
+
+
+def assert_resumes_bit_identical(tmp_path, monkeypatch, *flags) -> tuple[dict, dict]:
+    """``train *flags`` into tmp_path/"whole", and into tmp_path/"crashed" killed after checkpoint 1 and then
+    resumed: both succeed, their final checkpoint.pt hold the same learner tensors and their meta-tests agree.
+
+    Returns the two runs' metrics.json: (whole, crashed).
+    """
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    assert train(whole, *flags).code == 0
+    crash(monkeypatch, crashed, *flags, after=1)
+    resumed = train(crashed, *flags, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert differing_runs(whole, crashed) == []
+    whole_metrics, crashed_metrics = metrics(whole), metrics(crashed)
+    assert whole_metrics["eval"] == crashed_metrics["eval"]
+    return whole_metrics, crashed_metrics
 
 
 def record_checkpoints(monkeypatch) -> list[tuple[str, int]]:

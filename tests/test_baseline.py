@@ -14,17 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_fixtures import (
-    SimulatedCrash,
+    assert_resumes_bit_identical,
+    assert_stops_at_budget,
     cli,
-    crash_after_checkpoint,
-    differing,
-    learner_tensors,
+    differing_runs,
     metrics,
     omniglot,
     small_validation,
     train,
 )
-from data_fixtures import make_fake_omniglot_root
 from torch import nn
 from torch.func import grad, hessian
 
@@ -226,15 +224,6 @@ def test_a_baseline_checkpoint_loads_into_the_probe_and_finetune_not_into_baseli
 
 # ----------------------------------------------------------------------------- the command line
 
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    """Both small background zips in the real format (3 generated characters per alphabet); caches in tmp."""
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
-
-
 def command(data, name, *flags):
     return [*omniglot(data, meta_batch_size=None), "--algorithm", name, *flags]
 
@@ -244,26 +233,16 @@ def test_a_crashed_run_resumes_bit_identical_and_evaluate_reproduces_it(fake_omn
                                                                          name):
     small_validation(monkeypatch)
     flags = command(fake_omniglot, name, "--iterations", "3", "--val-every", "1", "--checkpoint-every", "1")
-    assert train(tmp_path / "whole", *flags).code == 0
-    with monkeypatch.context() as mp:
-        crash_after_checkpoint(mp, 1)
-        with pytest.raises(SimulatedCrash):
-            train(tmp_path / "crashed", *flags)
-    resumed = train(tmp_path / "crashed", *flags, "--resume")
-    assert resumed.code == 0, resumed.err
-    whole, crashed = metrics(tmp_path / "whole"), metrics(tmp_path / "crashed")
+    whole, crashed = assert_resumes_bit_identical(tmp_path, monkeypatch, *flags)   # checkpoint.pt and meta-test
     assert crashed["resumed_from"] == 1 and [v["iteration"] for v in crashed["val"]] == [1, 2, 3]
-    for file in ("checkpoint.pt", "best.pt"):
-        whole_file, crashed_file = tmp_path / "whole" / file, tmp_path / "crashed" / file
-        assert differing(learner_tensors(whole_file), learner_tensors(crashed_file)) == []
+    assert differing_runs(tmp_path / "whole", tmp_path / "crashed", "best.pt") == []
     assert torch.equal(load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["losses"],
                        load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["losses"])
-    assert whole["val"] == crashed["val"] and whole["eval"] == crashed["eval"]
+    assert whole["val"] == crashed["val"]
     # 4 alphabets × 3 characters × 4 rotations of small1 (Early_Aramaic is meta-val): 48 pretraining classes
     assert whole["options"]["num_classes"] == whole["learner"]["num_classes"] == 48
     assert whole["learner"]["batch_size"] == 16
-    best = tmp_path / "whole" / "best.pt"
-    ev = cli("evaluate", "--checkpoint", best, "--tasks", 3, "--data", fake_omniglot,
+    ev = cli("evaluate", "--checkpoint", tmp_path / "whole" / "best.pt", "--tasks", 3, "--data", fake_omniglot,
              "--json", tmp_path / "e.json")
     assert ev.code == 0, ev.err
     assert metrics(tmp_path / "whole")["eval"] == json.loads((tmp_path / "e.json").read_text())["eval"]
@@ -272,10 +251,7 @@ def test_a_crashed_run_resumes_bit_identical_and_evaluate_reproduces_it(fake_omn
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_the_time_budget_stops_pretraining_and_resume_continues(fake_omniglot, tmp_path, monkeypatch, name):
     small_validation(monkeypatch)
-    result = train(tmp_path, *command(fake_omniglot, name, "--iterations", "100000", "--time-budget", "0.3"))
-    assert result.code == 0, result.err
-    done = metrics(tmp_path)["iterations_done"]
-    assert metrics(tmp_path)["stopped_by_budget"] is True and 1 <= done < 100000
+    done = assert_stops_at_budget(tmp_path, *command(fake_omniglot, name), budget="0.3")
     more = train(tmp_path, *command(fake_omniglot, name, "--iterations", str(done + 2), "--resume"))
     assert more.code == 0, more.err
     assert metrics(tmp_path)["iterations_done"] == done + 2 and metrics(tmp_path)["resumed_from"] == done

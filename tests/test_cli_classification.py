@@ -8,21 +8,12 @@ import json
 
 import pytest
 from cli_fixtures import cli, metrics, omniglot, small_validation, train
-from data_fixtures import SMALL1, make_fake_omniglot_root, needs_omniglot
+from data_fixtures import SMALL1, needs_omniglot
 
 from mamlbook.cli import PRESETS
 from mamlbook.runs import load_checkpoint
 
 PROTOCOL = "1 queries/class"            # Omniglot's meta-test: Q = K queries per class
-
-
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    """Both small background zips in the real format (3 generated characters per alphabet); caches in tmp."""
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
 
 
 @pytest.fixture(scope="module")

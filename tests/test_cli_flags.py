@@ -14,8 +14,16 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_fixtures import SINE, cli, differing, learner_tensors, metrics, omniglot, small_validation, train
-from data_fixtures import make_fake_omniglot_root
+from cli_fixtures import (
+    SINE,
+    cli,
+    differing_runs,
+    learner_tensors,
+    metrics,
+    omniglot,
+    small_validation,
+    train,
+)
 from torch import nn
 
 from mamlbook.algorithms import ALGORITHMS, PRETRAINED
@@ -76,15 +84,6 @@ MAML_CURVE = ("maml", "fomaml", "truncated")   # evaluated along MAML's incremen
 def matrix(table, flags):
     return [pytest.param(learner, flag, expect, id=f"{learner}{flag[0]}")
             for learner, row in table.items() for flag, expect in zip(flags, row)]
-
-
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    """Both small background zips in the real format (3 generated characters per alphabet); caches in tmp."""
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +148,7 @@ def test_train_flag_is_honoured_or_refused(run, learner, flag, expect):
     assert base.code == 0 and result.code == 0, result.err
     section, key, value = RECORDED[flag[0]]
     assert metrics(out)[section][key] == value
-    changed = differing(learner_tensors(base_out / "checkpoint.pt"), learner_tensors(out / "checkpoint.pt"))
+    changed = differing_runs(base_out, out)
     assert bool(changed) == (expect == CHANGES), changed
 
 
@@ -157,7 +156,7 @@ def test_maml_with_first_order_is_fomaml_bit_for_bit(run):
     maml, maml_out = run("maml", "--first-order", iterations=3)
     fomaml, fomaml_out = run("fomaml", iterations=3)
     assert maml.code == fomaml.code == 0
-    assert differing(learner_tensors(maml_out / "checkpoint.pt"), learner_tensors(fomaml_out / "checkpoint.pt")) == []
+    assert differing_runs(maml_out, fomaml_out) == []
 
 
 @pytest.mark.parametrize("learner", ["maml", "fomaml", "anil", "metasgd", "mamlpp", "truncated"])

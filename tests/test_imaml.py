@@ -9,17 +9,7 @@ no implicit differentiation at all. The memory of its meta-gradient does not gro
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_fixtures import (
-    SimulatedCrash,
-    crash_after_checkpoint,
-    differing,
-    learner_tensors,
-    metrics,
-    omniglot,
-    small_validation,
-    train,
-)
-from data_fixtures import make_fake_omniglot_root
+from cli_fixtures import assert_resumes_bit_identical, assert_stops_at_budget, omniglot, small_validation
 from sinusoid_fixtures import flat
 from torch import nn
 from torch.func import functional_call, grad, hessian
@@ -167,29 +157,12 @@ def test_options_it_cannot_honour_are_refused(option):
 
 # ----------------------------------------------------------------------------- the command line
 
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
-
-
 def test_imaml_trains_on_omniglot_through_the_command_line_and_resumes_bit_identical(fake_omniglot, tmp_path,
                                                                                      monkeypatch):
     small_validation(monkeypatch, val_tasks=4)
     flags = [*omniglot(fake_omniglot), "--algorithm", "imaml", "--inner-steps", "2", "--iterations", "2",
              "--val-every", "1", "--checkpoint-every", "1"]
-    assert train(tmp_path / "whole", *flags).code == 0
-    with monkeypatch.context() as mp:
-        crash_after_checkpoint(mp, 1)
-        with pytest.raises(SimulatedCrash):
-            train(tmp_path / "crashed", *flags)
-    assert train(tmp_path / "crashed", *flags, "--resume").code == 0
-    assert differing(learner_tensors(tmp_path / "whole" / "checkpoint.pt"),
-                     learner_tensors(tmp_path / "crashed" / "checkpoint.pt")) == []
-    whole = metrics(tmp_path / "whole")
-    assert whole["eval"] == metrics(tmp_path / "crashed")["eval"]
+    whole, _ = assert_resumes_bit_identical(tmp_path, monkeypatch, *flags)
     # Rajeswaran et al.'s Omniglot settings, recorded with the run (the flag's 2 inner steps aside).
     recorded = whole["learner"]
     assert (recorded["lam"], recorded["cg_steps"], recorded["inner_lr"]) == (2.0, 5, 0.1)
@@ -198,8 +171,5 @@ def test_imaml_trains_on_omniglot_through_the_command_line_and_resumes_bit_ident
 
 def test_imaml_stops_at_its_time_budget(fake_omniglot, tmp_path, monkeypatch):
     small_validation(monkeypatch, val_tasks=2)
-    result = train(tmp_path, *omniglot(fake_omniglot), "--algorithm", "imaml", "--inner-steps", "2",
-                   "--iterations", "100000", "--time-budget", "0.5")
-    assert result.code == 0, result.err
-    m = metrics(tmp_path)
-    assert m["stopped_by_budget"] is True and 1 <= m["iterations_done"] < 100000
+    assert_stops_at_budget(tmp_path, *omniglot(fake_omniglot), "--algorithm", "imaml", "--inner-steps", "2",
+                           budget="0.5")

@@ -9,18 +9,8 @@ the validation rows and ``best.pt``.
 """
 import pytest
 import torch
-from cli_fixtures import (
-    SINE,
-    SimulatedCrash,
-    crash_after_checkpoint,
-    differing,
-    learner_tensors,
-    metrics,
-    omniglot,
-    small_validation,
-    train,
-)
-from data_fixtures import make_fake_omniglot_root, snapshot
+from cli_fixtures import SINE, crash, differing_runs, metrics, omniglot, small_validation, train
+from data_fixtures import snapshot
 
 from mamlbook.algorithms import ALGORITHMS, CLASSIFICATION_ONLY
 from mamlbook.runs import load_checkpoint
@@ -28,35 +18,23 @@ from mamlbook.runs import load_checkpoint
 SINE_LEARNERS = [a for a in ALGORITHMS if a not in CLASSIFICATION_ONLY]   # the rest: tests/test_baseline.py
 
 
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    """Both small background zips in the real format (3 generated characters per alphabet); caches in tmp."""
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
-
-
 def assert_same_end(whole, resumed):
     """The two runs' final checkpoints (and best.pt, where there is one) hold the very same numbers."""
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(resumed / "checkpoint.pt")
     assert a["iteration"] == b["iteration"]
-    assert differing(learner_tensors(whole / "checkpoint.pt"), learner_tensors(resumed / "checkpoint.pt")) == []
+    assert differing_runs(whole, resumed) == []
     torch.testing.assert_close(a["losses"], b["losses"], rtol=0, atol=0, equal_nan=True)   # Reptile's are NaN
     assert torch.equal(a["val"], b["val"])
     assert (whole / "best.pt").is_file() == (resumed / "best.pt").is_file()
     if (whole / "best.pt").is_file():
         assert load_checkpoint(whole / "best.pt")["iteration"] == load_checkpoint(resumed / "best.pt")["iteration"]
-        assert differing(learner_tensors(whole / "best.pt"), learner_tensors(resumed / "best.pt")) == []
+        assert differing_runs(whole, resumed, "best.pt") == []
     assert metrics(whole)["eval"] == metrics(resumed)["eval"]
 
 
 def crash_and_resume(monkeypatch, out, command, crash_at: int):
     """Run ``command`` into ``out``, killed after checkpoint ``crash_at``; then the same with --resume."""
-    with monkeypatch.context() as mp:
-        crash_after_checkpoint(mp, crash_at)
-        with pytest.raises(SimulatedCrash):
-            train(out, *command)
+    crash(monkeypatch, out, *command, after=crash_at)
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == crash_at
     assert not (out / "metrics.json").exists()
     return train(out, *command, "--resume")

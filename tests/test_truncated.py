@@ -7,17 +7,7 @@ meta-gradient is (I − αH(φ₁)) ∇L_q(φ₂), φ₁ = θ − α∇L_s(θ), 
 import pytest
 import torch
 import torch.nn.functional as F
-from cli_fixtures import (
-    SimulatedCrash,
-    crash_after_checkpoint,
-    differing,
-    learner_tensors,
-    metrics,
-    omniglot,
-    small_validation,
-    train,
-)
-from data_fixtures import make_fake_omniglot_root
+from cli_fixtures import assert_resumes_bit_identical, assert_stops_at_budget, omniglot, small_validation
 from sinusoid_fixtures import flat, float64_setup
 from torch.func import functional_call, grad, hessian
 
@@ -107,36 +97,15 @@ def test_options_it_cannot_honour_are_refused(option):
 
 # ----------------------------------------------------------------------------- the command line
 
-@pytest.fixture(scope="module")
-def fake_omniglot(tmp_path_factory):
-    root = tmp_path_factory.mktemp("omniglot")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MAMLBOOK_CACHE", str(root / "cache"))
-        yield make_fake_omniglot_root(root / "data")
-
-
 def test_truncated_trains_on_omniglot_through_the_command_line_and_resumes_bit_identical(
         fake_omniglot, tmp_path, monkeypatch):
     small_validation(monkeypatch, val_tasks=4)
     flags = [*omniglot(fake_omniglot), "--algorithm", "truncated", "--iterations", "2", "--val-every", "1",
              "--checkpoint-every", "1"]
-    assert train(tmp_path / "whole", *flags).code == 0
-    with monkeypatch.context() as mp:
-        crash_after_checkpoint(mp, 1)
-        with pytest.raises(SimulatedCrash):
-            train(tmp_path / "crashed", *flags)
-    assert train(tmp_path / "crashed", *flags, "--resume").code == 0
-    assert differing(learner_tensors(tmp_path / "whole" / "checkpoint.pt"),
-                     learner_tensors(tmp_path / "crashed" / "checkpoint.pt")) == []
-    whole = metrics(tmp_path / "whole")
-    assert whole["eval"] == metrics(tmp_path / "crashed")["eval"]
+    whole, _ = assert_resumes_bit_identical(tmp_path, monkeypatch, *flags)
     assert (whole["learner"]["inner_steps"], whole["learner"]["backprop_steps"]) == (5, 1)
 
 
 def test_truncated_stops_at_its_time_budget(fake_omniglot, tmp_path, monkeypatch):
     small_validation(monkeypatch, val_tasks=2)
-    result = train(tmp_path, *omniglot(fake_omniglot), "--algorithm", "truncated", "--iterations", "100000",
-                   "--time-budget", "0.5")
-    assert result.code == 0, result.err
-    m = metrics(tmp_path)
-    assert m["stopped_by_budget"] is True and 1 <= m["iterations_done"] < 100000
+    assert_stops_at_budget(tmp_path, *omniglot(fake_omniglot), "--algorithm", "truncated", budget="0.5")

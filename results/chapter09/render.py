@@ -8,11 +8,11 @@ checks that the README and this Markdown state the JSON's numbers.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import re
 from pathlib import Path
+
+from mamlbook.runs import full_run_table_cell, render_full_run, shared_machine
 
 HERE = Path(__file__).resolve().parent
 COMMAND = ("cd notebooks && OMP_NUM_THREADS=1 MAMLBOOK_FAST=0 jupyter nbconvert --to notebook --execute "
@@ -38,11 +38,6 @@ def verdict(d):
     low, high = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
     return "MAML better" if high < 0 else "baseline better" if low > 0 else "no significant difference"
 
-
-def shared(run):
-    """The run used one thread: a one-minute load average above 1.5 means other jobs ran beside it."""
-    load = run["load_average_1min"]
-    return max(load["start"], load["end"]) > 1.5
 
 
 def markdown(run) -> str:
@@ -71,7 +66,7 @@ def markdown(run) -> str:
         f"{m['platform']}.",
         f"- Load: one-minute load average {load['start']:.1f} at the start, {load['end']:.1f} at the end"
         + (" — **the machine was shared** with other engineers' jobs, so the wall times are upper bounds."
-           if shared(run) else "."),
+           if shared_machine(run) else "."),
         "",
         f"## Training (LSTM(1→{c['hidden']}) + linear, sinusoid walks of L = {c['seq_len']}, K = {c['k_shot']})",
         "",
@@ -129,7 +124,7 @@ def readme_section(run) -> str:
         f"(K = {c['k_shot']}, meta-batch {c['meta_batch_size']}, one inner step at α = {c['inner_lr']}) took "
         f"{w['maml']:.0f} s ({ms['maml']:.1f} ms per iteration) on one CPU thread of the {m['cpu_count']}-core "
         f"development machine ({m['date'][:10]}, torch {m['torch'].split('+')[0]}"
-        + (f"; shared with other jobs, load average {load['start']:.1f} → {load['end']:.1f}" if shared(run) else "")
+        + (f"; shared with other jobs, load average {load['start']:.1f} → {load['end']:.1f}" if shared_machine(run) else "")
         + f"). Query MSE on {c['num_eval_tasks']} new tasks after one step, each baseline at the step size tuned "
         f"for one step: **MAML {r1('MAML', 1)}** (median {res['MAML']['median'][1]:.2f}), the seed article's loop "
         f"{r1(BASELINES[0], 1)}, the same LSTM pretrained on all tasks {r1('pretrained', 1)}, from random "
@@ -140,23 +135,7 @@ def readme_section(run) -> str:
         "[results/chapter09/full_run.md](results/chapter09/full_run.md).")
 
 
-def table_cell(run) -> str:
-    """The Chapters table's full-run cell: settings cell to record cell, in minutes."""
-    return f"{run['wall_time_s']['settings_to_record'] / 60:.0f} min²"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", action="store_true", help="print the README's section and table cell too")
-    args = ap.parse_args()
-    run = json.loads((HERE / "full_run.json").read_text(encoding="utf-8"))
-    if run.get("fast_mode"):
-        raise SystemExit("full_run.json comes from a fast-mode run: rerun the notebook in full mode")
-    (HERE / "full_run.md").write_text(markdown(run), encoding="utf-8")
-    print(f"wrote {HERE / 'full_run.md'}")
-    if args.readme:
-        print("\n" + readme_section(run) + "\n\ntable cell: " + table_cell(run))
-
+table_cell = full_run_table_cell
 
 if __name__ == "__main__":
-    main()
+    render_full_run(HERE, markdown, readme_section)

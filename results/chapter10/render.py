@@ -7,10 +7,10 @@ Every number below is read from the JSON; nothing is typed in by hand.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 from pathlib import Path
+
+from mamlbook.runs import full_run_table_cell, render_full_run, shared_machine
 
 HERE = Path(__file__).resolve().parent
 COMMAND = ("cd notebooks && OMP_NUM_THREADS=1 MAMLBOOK_FAST=0 jupyter nbconvert --to notebook --execute "
@@ -25,11 +25,6 @@ def ci(pair_or_mean, ci95=None, digits=1):
     mean, half = (pair_or_mean, ci95) if ci95 is not None else pair_or_mean
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
-
-def shared(run):
-    """The run used one thread: a one-minute load average above 1.5 means other jobs ran beside it."""
-    load = run["load_average_1min"]
-    return max(load["start"], load["end"]) > 1.5
 
 
 def race_title(key):
@@ -104,7 +99,7 @@ def markdown(run) -> str:
         f"- Load: one-minute load average {load['start']:.1f} at the start, {load['end']:.1f} at the end"
         + (" — **the machine was shared** with other engineers' jobs (2 cores, 3 other engineers), so every "
            "learner got fewer steps in its budget than on an idle machine, and the times are upper bounds."
-           if shared(run) else "."),
+           if shared_machine(run) else "."),
         f"- Data: the small Omniglot sets ({run['omniglot']['origin']}{', FAKE' if run['omniglot']['fake'] else ''}); "
         f"mini-ImageNet: {run['miniimagenet']['note']}.",
         f"- Wall time per section (s): " + ", ".join(f"{k} {v:.0f}" for k, v in w.items() if k != "settings_to_record") + ".",
@@ -175,7 +170,7 @@ def readme_section(run) -> str:
         f"machine, from the same seed and training stream, tested on the same {tasks} tasks; meta-batch "
         f"{c['RACE_META_BATCH']}, β = {c['RACE_META_LR']:g}; query accuracy % ± 95% CI ({m['date'][:10]}, torch "
         f"{m['torch'].split('+')[0]}; the whole notebook {w['settings_to_record'] / 60:.0f} min"
-        + (f", the machine shared with other jobs: load average {load['start']:.1f} → {load['end']:.1f}" if shared(run) else "")
+        + (f", the machine shared with other jobs: load average {load['start']:.1f} → {load['end']:.1f}" if shared_machine(run) else "")
         + "; [results/chapter10/full_run.md](results/chapter10/full_run.md), which also has the feature-reuse, "
         "memorization and meta-gradient-cost tables). At a budget this short the step counts decide much; "
         "they are in the table:",
@@ -186,23 +181,7 @@ def readme_section(run) -> str:
         f"- mini-ImageNet: {run['miniimagenet']['note']}."])
 
 
-def table_cell(run) -> str:
-    """The Chapters table's full-run cell: settings cell to record cell, in minutes."""
-    return f"{run['wall_time_s']['settings_to_record'] / 60:.0f} min²"
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", action="store_true", help="print the README's subsection and table cell too")
-    args = ap.parse_args()
-    run = json.loads((HERE / "full_run.json").read_text(encoding="utf-8"))
-    if run.get("fast_mode"):
-        raise SystemExit("full_run.json comes from a fast-mode run: rerun the notebook in full mode")
-    (HERE / "full_run.md").write_text(markdown(run), encoding="utf-8")
-    print(f"wrote {HERE / 'full_run.md'}")
-    if args.readme:
-        print("\n" + readme_section(run) + "\n\ntable cell: " + table_cell(run))
-
+table_cell = full_run_table_cell
 
 if __name__ == "__main__":
-    main()
+    render_full_run(HERE, markdown, readme_section)
