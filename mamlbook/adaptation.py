@@ -143,16 +143,14 @@ def meta_step_cost(learner, batch: Sequence[torch.Tensor], *, repeats: int = 3, 
         raise ValueError("meta_step_cost measures the calling thread's autograd graphs, but this learner computes "
                          "its tasks on worker threads (mamlbook.fast_tasks): build it with batched=False")
     optimizer = learner.make_optimizer(meta_lr)
-    cuda = learner.device.type == "cuda"
+    sync = torch.cuda.synchronize if learner.device.type == "cuda" else (lambda: None)
     with SavedGraphPeak() as graph:
         learner.outer_step(optimizer, *batch)
     times = []
     for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         learner.outer_step(optimizer, *batch)
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return {"ms": 1e3 * statistics.median(times), "graph_mib": graph.peak / 2**20}

@@ -54,9 +54,7 @@ class Amp:
 
     def autocast(self):
         """A context manager: autocast to ``dtype`` when enabled, a no-op otherwise."""
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.enabled else contextlib.nullcontext()
 
     def describe(self) -> str:
         if not self.enabled:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .evaluate import mean_ci95
-from .maml import adapt, meta_loss
+from .maml import adapt, grads_of, meta_loss
 from .models import SinusoidMLP
 from .tasks import sample_sinusoid_tasks
 
@@ -83,10 +83,6 @@ def _hint_for_error(err: Exception) -> str:
     if "backward through the graph a second time" in msg:
         return "\nLikely cause: a graph was freed; the inner gradient needs create_graph=True."
     return ""
-
-
-def _passed(check: str, what: str) -> None:
-    print(f"PASS {check}: {what}")
 
 
 def _params_dict(check: str, out, names: list[str], what: str) -> Params:
@@ -159,8 +155,7 @@ def _sinusoid_setup(seed: int, num_tasks: int, k_shot: int):
 
 
 def _grads(loss: torch.Tensor, params: Params) -> Params:
-    gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), gs)}
+    return dict(zip(params, grads_of(loss, params, create_graph=False)))
 
 
 def _plain_steps(model, params, x, y, lr, steps, *, loss="mean", frozen_grad=False) -> Params:
@@ -189,8 +184,8 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
     for trial, k_shot in enumerate((5, 10)):
         model, params, (xs, ys, xq, yq) = _sinusoid_setup(seed + trial, 1, k_shot)
         xs, ys, xq, yq = xs[0], ys[0], xq[0], yq[0]                         # (K, 1) each
-        names = list(params)
-        got = _params_dict(check, _call(check, fn, model, params, xs, ys, INNER_LR), names, "the returned θ'")
+        got = _params_dict(check, _call(check, fn, model, params, xs, ys, INNER_LR), list(params),
+                           "the returned θ'")
         expected = adapt(model, params, xs, ys, inner_lr=INNER_LR, inner_steps=inner_steps,
                          first_order=first_order)
         _shape_errors(check, got, expected, "θ'")
@@ -216,13 +211,14 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
                                    "each step's loss with the parameters updated so far",
                                    steps(INNER_LR, frozen_grad=True)))
             raise _explain(check, got, expected, candidates, "θ'")
-        _check_meta_gradient_through(check, model, params, got, (xs, ys, xq, yq), inner_steps, first_order)
+        _check_meta_gradient_through(check, model, params, got, expected, (xs, ys, xq, yq), inner_steps,
+                                     first_order)
     order = "first-order" if first_order else "second-order"
-    _passed(check, f"θ' after {inner_steps} step(s) and its {order} gradient w.r.t. θ match "
-                   "mamlbook.maml.adapt on 2 random sinusoid tasks (float64)")
+    print(f"PASS {check}: θ' after {inner_steps} step(s) and its {order} gradient w.r.t. θ match "
+          "mamlbook.maml.adapt on 2 random sinusoid tasks (float64)")
 
 
-def _check_meta_gradient_through(check, model, params, got, task, inner_steps, first_order):
+def _check_meta_gradient_through(check, model, params, got, expected, task, inner_steps, first_order):
     """θ' has the right values; is its dependence on θ the right one (second vs first order)?"""
     xs, ys, xq, yq = task
     if not any(t.requires_grad for t in got.values()):
@@ -233,23 +229,18 @@ def _check_meta_gradient_through(check, model, params, got, task, inner_steps, f
     def query_grad(adapted):
         return _grads(F.mse_loss(functional_call(model, adapted, (xq,)), yq), params)
 
-    got_g = query_grad(got)
-    want = query_grad(adapt(model, params, xs, ys, inner_lr=INNER_LR, inner_steps=inner_steps,
-                            first_order=first_order))
+    got_g, want = query_grad(got), query_grad(expected)
     if _close(got_g, want):
         return
     other = query_grad(adapt(model, params, xs, ys, inner_lr=INNER_LR, inner_steps=inner_steps,
                              first_order=not first_order))
     where = _largest_difference(got_g, want, "∇θ L_query(θ')")
-    if _close(got_g, other) and not first_order:
-        raise AssertionError(f"{check}: θ' has the right values, but its gradient w.r.t. θ is the "
-                             f"FIRST-ORDER one: {where}.\nLikely cause: the inner "
-                             "torch.autograd.grad(...) is missing create_graph=True (or the inner "
-                             "gradient was detached), so the Hessian term of MAML is dropped.")
     if _close(got_g, other):
-        raise AssertionError(f"{check}: θ' has the right values, but its gradient w.r.t. θ is the "
-                             f"SECOND-ORDER one: {where}.\nFirst-order MAML treats the inner gradient "
-                             "as a constant: take it with create_graph=False, or .detach() it.")
+        raise AssertionError(f"{check}: θ' has the right values, but its gradient w.r.t. θ is the " + (
+            f"FIRST-ORDER one: {where}.\nLikely cause: the inner torch.autograd.grad(...) is missing "
+            "create_graph=True (or the inner gradient was detached), so the Hessian term of MAML is dropped."
+            if not first_order else f"SECOND-ORDER one: {where}.\nFirst-order MAML treats the inner "
+            "gradient as a constant: take it with create_graph=False, or .detach() it."))
     raise AssertionError(f"{check}: θ' has the right values but the wrong gradient w.r.t. θ: {where}. "
                          "Is part of θ' built from detached tensors?")
 
@@ -267,7 +258,6 @@ def check_meta_gradient(fn: Callable, *, first_order: bool = False, inner_steps:
     """
     check = "check_meta_gradient"
     model, params, data = _sinusoid_setup(seed, 4, 5)
-    names = list(params)
     out = _call(check, fn, model, params, *data, INNER_LR)
 
     def reference(xs, ys, xq, yq, fo=first_order, steps=inner_steps):
@@ -288,15 +278,15 @@ def check_meta_gradient(fn: Callable, *, first_order: bool = False, inner_steps:
                                  "torch.no_grad(), .detach() or .item() somewhere inside.")
         got = _grads(out, params)
     else:
-        got = _params_dict(check, out, names, "the returned meta-gradient")
+        got = _params_dict(check, out, list(params), "the returned meta-gradient")
         _shape_errors(check, got, want, "the meta-gradient")
     if not _close(got, want):
         raise _explain(check, got, want,
                        _meta_candidates(reference, data, first_order, inner_steps, loss=False),
                        "the meta-gradient")
     order = "first-order" if first_order else "second-order"
-    _passed(check, f"the {order} meta-gradient matches mamlbook.maml.meta_loss on a random "
-                   "meta-batch of 4 sinusoid tasks (float64)")
+    print(f"PASS {check}: the {order} meta-gradient matches mamlbook.maml.meta_loss on a random "
+          "meta-batch of 4 sinusoid tasks (float64)")
 
 
 def _meta_candidates(reference, data, first_order, inner_steps, *, loss: bool):
@@ -338,6 +328,9 @@ def check_ci95(fn: Callable, *, seed: int = 0) -> None:
     """
     check = "check_ci95"
     gen = torch.Generator().manual_seed(seed)
+
+    def pair(m, c):
+        return lambda: {"the mean": torch.tensor(m), "the half-width": torch.tensor(c)}
     for n in (5, 12, 600):          # n = 2 would confuse ddof=1 with a missing √n
         values = 3.0 * torch.rand(n, generator=gen, dtype=torch.float64)   # like per-task MSEs
         out = _call(check, fn, values.clone())
@@ -351,13 +344,9 @@ def check_ci95(fn: Callable, *, seed: int = 0) -> None:
                                  f"one-element tensors): {err}") from err
         mean, ci = mean_ci95(values)
         std, sqrt_n = values.std(unbiased=False).item(), n ** 0.5
-        got = {"the mean": torch.tensor(got_mean), "the half-width": torch.tensor(got_ci)}
-        want = {"the mean": torch.tensor(mean), "the half-width": torch.tensor(ci)}
+        got, want = pair(got_mean, got_ci)(), pair(mean, ci)()
         if _close(got, want):
             continue
-
-        def pair(m, c):
-            return lambda: {"the mean": torch.tensor(m), "the half-width": torch.tensor(c)}
         sample_std = values.std(unbiased=True).item()
         candidates = [
             ("(mean − CI, mean + CI), the interval's two ends; return (mean, half-width)",
@@ -376,7 +365,7 @@ def check_ci95(fn: Callable, *, seed: int = 0) -> None:
             ("1.96·σ/n: divide by √n, not n", pair(mean, 1.96 * std / n)),
         ]
         raise _explain(check, got, want, candidates, f"for n = {n} values")
-    _passed(check, "(mean, 1.96·σ/√n) matches mamlbook.evaluate.mean_ci95 for n = 5, 12 and 600")
+    print(f"PASS {check}: (mean, 1.96·σ/√n) matches mamlbook.evaluate.mean_ci95 for n = 5, 12 and 600")
 
 
 # ----------------------------------------------------------------------------- Reptile
@@ -421,7 +410,7 @@ def check_reptile_update(fn: Callable, *, batched: bool = False, seed: int = 0) 
                  step(1.0, target=phis[0])),
             ]
             raise _explain(check, got, want, candidates, "the new θ")
-    _passed(check, "θ + ε·mean(φ_i − θ) is right for meta-batches of 3 and 5 random tasks")
+    print(f"PASS {check}: θ + ε·mean(φ_i − θ) is right for meta-batches of 3 and 5 random tasks")
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -439,8 +428,7 @@ def check_episode_sampler(fn: Callable, *, n_way: int = 5, k_shot: int = 2, k_qu
     num_classes, per_class, image = 12, k_shot + k_query + 1, (1, 2, 2)
     ids = torch.arange(num_classes * per_class, dtype=torch.float32)
     images = ids.view(num_classes, per_class, 1, 1, 1).expand(num_classes, per_class, *image).clone()
-    seen_classes, seen_drawings, sorted_tasks, num_tasks = set(), set(), 0, 30
-    first_task = None
+    seen_classes, seen_drawings, sorted_tasks, num_tasks, first_task = set(), set(), 0, 30, None
     for t in range(num_tasks):
         out = _call(check, fn, images.clone(), n_way, k_shot, k_query,
                     torch.Generator().manual_seed(seed + t))
@@ -466,9 +454,9 @@ def check_episode_sampler(fn: Callable, *, n_way: int = 5, k_shot: int = 2, k_qu
         raise AssertionError(f"{check}: in all {num_tasks} tasks label 0 went to the smallest class index, "
                              "label 1 to the next, and so on. Give label j to the j-th class *drawn* "
                              "(random order), so that no class→label pattern can be learned across tasks.")
-    _passed(check, f"{n_way}-way {k_shot}-shot tasks with {k_query} queries per class: right shapes, one "
-                   "distinct class per label, distinct support and query images, reproducible from "
-                   f"the generator, random classes and labels ({num_tasks} tasks checked)")
+    print(f"PASS {check}: {n_way}-way {k_shot}-shot tasks with {k_query} queries per class: right shapes, one "
+          "distinct class per label, distinct support and query images, reproducible from "
+          f"the generator, random classes and labels ({num_tasks} tasks checked)")
 
 
 def _episode_ids(check, out, n, k, q, image, per_class, num_classes) -> dict:
@@ -478,12 +466,11 @@ def _episode_ids(check, out, n, k, q, image, per_class, num_classes) -> dict:
         raise AssertionError(f"{check}: return four tensors (x_support, y_support, x_query, y_query); "
                              f"got {type(out).__name__}")
     result, label_class = {}, {}
-    for part, x, y, m in (("support", out[0], out[1], k), ("query", out[2], out[3], q)):
+    for part, x, y, m, letter in (("support", out[0], out[1], k, "K"), ("query", out[2], out[3], q, "Q")):
         if tuple(x.shape) == (n, m, *image):
             raise AssertionError(f"{check}: x_{part} has shape {tuple(x.shape)}, expected "
                                  f"{(n * m, *image)}: flatten the class and image dims, x.reshape({n * m}, ...)")
         if tuple(x.shape) != (n * m, *image) or tuple(y.shape) != (n * m,):
-            letter = "K" if part == "support" else "Q"
             raise AssertionError(f"{check}: x_{part} {tuple(x.shape)} and y_{part} {tuple(y.shape)} should "
                                  f"be {(n * m, *image)} and {(n * m,)} (N·{letter} = {n * m})")
         if y.dtype != torch.int64:

@@ -60,6 +60,14 @@ PRESETS = {
 CLASSIFICATION_ONLY = ("data", "split", "val_every")
 # Settings the learner owns: recorded once, under "learner", with the values the learner used.
 LEARNER_KEYS = ("inner_lr", "inner_steps", "test_inner_steps", "first_order", "grad_clip", "amp", "tf32", "compile")
+# Flags a learner has no use for (given: refused), and why.
+REFUSED = {
+    "protonet": (("inner_lr", "inner_steps"), "Prototypical Networks have no inner loop"),
+    "reptile": (("meta_lr",), "its outer step is the interpolation ε, set in mamlbook/compare.py; it has no "
+                              "meta-optimizer"),
+    **{name: (("inner_lr", "inner_steps", "meta_batch_size"), "it pretrains an ordinary classifier on flat "
+              "batches of all meta-train classes: no inner loop, no meta-batch of tasks") for name in PRETRAINED},
+}
 
 
 def _positive_int(text: str) -> int:
@@ -166,34 +174,22 @@ def _config(args):
         raise OptionError(f"--init {args.init}: only for the sinusoid preset (the Conv4s use PyTorch's init)")
     cfg = FEWSHOT_PRESETS[args.preset].config.replace(seed=args.seed, test_tasks=args.eval_tasks)
     over = {k: getattr(args, k) for k in ("iterations", "inner_lr", "meta_batch_size", "inner_steps", "meta_lr",
-                                          "checkpoint_every", "val_every", "split") if getattr(args, k) is not None}
-    if args.k_shot is not None:
-        over["k_shot"] = args.k_shot
-        if cfg.dataset == "omniglot":
-            over["k_query"] = args.k_shot            # Omniglot: Q = K, as the official code
+                                          "k_shot", "checkpoint_every", "val_every", "split")
+            if getattr(args, k) is not None}
+    if "k_shot" in over and cfg.dataset == "omniglot":
+        over["k_query"] = args.k_shot                # Omniglot: Q = K, as the official code
     return cfg.replace(**over)
 
 
 def learner_options(args, cfg) -> dict:
     """make_algorithm's options: the method's own settings (its paper's, compare.SETTINGS), then the flags."""
     name, sinusoid = args.algorithm, args.preset == "sinusoid"
-    if name == "protonet":
-        given = [f for f, v in (("--inner-lr", args.inner_lr), ("--inner-steps", args.inner_steps)) if v]
-        if given:
-            raise OptionError(f"{', '.join(given)}: not available for protonet (Prototypical Networks have "
-                              "no inner loop)")
-    if name == "reptile" and args.meta_lr:
-        raise OptionError("--meta-lr: not available for reptile (its outer step is the interpolation ε, "
-                          "set in mamlbook/compare.py; it has no meta-optimizer)")
-    if name in PRETRAINED:
-        given = [f for f, v in (("--inner-lr", args.inner_lr), ("--inner-steps", args.inner_steps),
-                                ("--meta-batch-size", args.meta_batch_size)) if v]
-        if given:
-            raise OptionError(f"{', '.join(given)}: not available for {name} (it pretrains an ordinary "
-                              "classifier on flat batches of all meta-train classes: no inner loop, no "
-                              "meta-batch of tasks)")
+    flags, why = REFUSED.get(name, ((), ""))
+    given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k)]
+    if given:
+        raise OptionError(f"{', '.join(given)}: not available for {name} ({why})")
     family = "sinusoid" if sinusoid else "omniglot"
-    if name in ("maml", "fomaml") or cfg_family(cfg) == "miniimagenet":   # the preset's own protocol
+    if name in ("maml", "fomaml") or (not sinusoid and cfg.dataset == "miniimagenet"):   # the preset's own protocol
         options = dict(SETTINGS[family].get(name, {}), inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
         if not sinusoid:
             options["test_steps"] = cfg.test_inner_steps
@@ -221,10 +217,6 @@ def learner_options(args, cfg) -> dict:
     return options
 
 
-def cfg_family(cfg) -> str:
-    return "sinusoid" if isinstance(cfg, SinusoidConfig) else cfg.dataset
-
-
 def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, test_seed: int = 0):
     """The :class:`~mamlbook.problems.Problem` of a run's settings (loads the data: errors say where to get it)."""
     if isinstance(cfg, SinusoidConfig):
@@ -237,11 +229,17 @@ def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, tes
                            test_seed=test_seed)
 
 
-def _report(name: str, results: dict) -> None:
+def _finish(ranks, path: Path, record: dict, name: str, results: dict) -> dict:
+    """Rank 0 writes ``record`` to ``path``; every rank leaves the process group; the results are printed."""
+    if ranks is None or ranks.is_main:
+        write_json(path, record)
+    close(ranks)
     for protocol, r in results.items():
         i = r["steps"].index(r["test_steps"]) if r["test_steps"] in r["steps"] else -1
         print(f"{name}, {protocol}, {r['num_tasks']} tasks, {r['steps'][i]} test steps: {r['metric']} "
               f"{r['mean'][i]:.3f} ± {r['ci95'][i]:.3f} (median {r['median'][i]:.3f})")
+    print(f"Wrote {path}.")
+    return record
 
 
 def train(args) -> dict:
@@ -274,18 +272,12 @@ def train(args) -> dict:
         print(f"Compiling the training step with torch.compile (path {learner.path}): 20–40 s on 2 cores the first "
               "time, a few seconds once cached (~/.cache/mamlbook/inductor); --no-compile skips it.")
     args.out.mkdir(parents=True, exist_ok=True)
-    validate = None
-    if problem.val is not None:
-        def validate(lrn):
-            r = evaluate_learner(lrn, problem.val, problem.kind, steps=[lrn.test_steps])
-            return r["mean"][0], r["ci95"][0]
     run = fit(learner, problem.sampler(learner), generator=torch.Generator().manual_seed(cfg.seed),
-              iterations=cfg.iterations,
-              meta_lr=cfg.meta_lr, out=args.out, resume=resume,
+              iterations=cfg.iterations, meta_lr=cfg.meta_lr, out=args.out, resume=resume,
               checkpoint_every=args.checkpoint_every or (5000 if args.preset == "sinusoid" else cfg.checkpoint_every),
-              validate=validate, val_every=getattr(cfg, "val_every", 0), higher_is_better=problem.higher_is_better,
-              time_budget_s=args.time_budget, config=config, progress=args.progress,
-              desc=f"{args.algorithm} {args.preset}")
+              validate=problem.validator(), val_every=getattr(cfg, "val_every", 0),
+              higher_is_better=problem.higher_is_better, time_budget_s=args.time_budget, config=config,
+              progress=args.progress, desc=f"{args.algorithm} {args.preset}")
     if run.stopped_by_budget:
         print(f"Stopped by the time budget at iteration {run.iteration} of {cfg.iterations}; continue with --resume.")
     if run.best is not None:                      # the meta-test sees the best validated θ only
@@ -294,12 +286,7 @@ def train(args) -> dict:
     results = {name: evaluate_learner(learner, tasks, problem.kind) for name, tasks in problem.tests.items()}
     eval_time = time.perf_counter() - eval_start
     metrics = run_record(args, config, learner, run, results, problem, device, eval_time)
-    if ranks is None or ranks.is_main:
-        write_json(args.out / "metrics.json", metrics)
-    close(ranks)
-    _report(args.algorithm, results)
-    print(f"Wrote {args.out / 'metrics.json'}.")
-    return metrics
+    return _finish(ranks, args.out / "metrics.json", metrics, args.algorithm, results)
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -313,8 +300,6 @@ def _check_out(out: Path, resume: bool) -> None:
 
 def run_record(args, config, learner, run, results, problem, device, eval_time) -> dict:
     """``metrics.json``: one schema for every learner and preset (documented in the README)."""
-    window = 100
-    losses = run.losses
     paper = FEWSHOT_PRESETS.get(args.preset)
     step_ms = sorted(run.step_s)[len(run.step_s) // 2] * 1e3 if run.step_s else None
     return {
@@ -326,7 +311,7 @@ def run_record(args, config, learner, run, results, problem, device, eval_time) 
         "resumed_from": run.resumed_from, "ms_per_step_median": step_ms,
         "train_time_s": run.train_time_s, "eval_time_s": eval_time, "wall_time_s": run.train_time_s + eval_time,
         "val": run.val, "best": run.best, "eval": results,
-        "loss_curve": [sum(losses[i:i + window]) / len(losses[i:i + window]) for i in range(0, len(losses), window)],
+        "loss_curve": run.history().smoothed(window=100)[1],
         "date": _dt.datetime.now().isoformat(timespec="seconds"), "fast_mode": fast_mode(), "note": problem.note,
         "machine": machine_info(device), **describe(getattr(learner, "ranks", None)),
     }
@@ -351,20 +336,13 @@ def evaluate(args) -> dict:
     if args.steps is not None:
         if args.steps < 0:
             raise OptionError(f"--steps must be ≥ 0, got {args.steps}")
-        family = learner.default_eval_steps()
-        steps = list(range(args.steps + 1)) if len(family) > 1 else [args.steps]
+        steps = list(range(args.steps + 1)) if len(learner.default_eval_steps()) > 1 else [args.steps]
     results = {name: evaluate_learner(learner, tasks, problem.kind, steps=steps, inner_lr=args.inner_lr)
                for name, tasks in problem.tests.items()}
     out = {"checkpoint": str(args.checkpoint), "algorithm": saved["algorithm"], "iteration": state["iteration"],
            "config": settings, "inner_lr": args.inner_lr or learner.inner_lr, "adapt_bn": learner.adapt_bn,
            "note": problem.note, "eval": results}
-    path = args.json or args.checkpoint.with_name("eval.json")
-    if ranks is None or ranks.is_main:
-        write_json(path, out)
-    close(ranks)
-    _report(saved["algorithm"], results)
-    print(f"Wrote {path}.")
-    return out
+    return _finish(ranks, args.json or args.checkpoint.with_name("eval.json"), out, saved["algorithm"], results)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,15 +163,12 @@ class SavedGraphPeak:
         self.bytes = self.peak = 0
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda h: h.tensor)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(self, t), lambda h: h.tensor)
         self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc):
         self._hooks.__exit__(*exc)
-
-    def _pack(self, tensor):
-        return _Saved(self, tensor)
 
 
 class _Saved:
@@ -249,13 +246,9 @@ def compare(problem: Problem | str, algorithms: Sequence[str] | None = None, *, 
     device = torch.device(device) if device is not None else tasks[0].device
     test = tuple(t.to(device) for t in tasks)
     digest = tasks_digest(tasks)
-    rows = []
-    for name in algorithms or default:
-        table = SETTINGS.get(problem.name, SETTINGS["omniglot"])     # mini-ImageNet: the Omniglot methods' own
-        options = {**table.get(name, {}), **(settings or {}).get(name, {})}
-        rows.append(_run_one(problem, name, options, test, digest, budget_s=budget_s, seed=seed,
-                             device=device, progress=progress))
-    return rows
+    table = SETTINGS.get(problem.name, SETTINGS["omniglot"])         # mini-ImageNet: the Omniglot methods' own
+    return [_run_one(problem, name, {**table.get(name, {}), **(settings or {}).get(name, {})}, test, digest,
+                     budget_s=budget_s, seed=seed, device=device, progress=progress) for name in algorithms or default]
 
 
 @contextlib.contextmanager

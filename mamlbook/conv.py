@@ -158,10 +158,8 @@ class Conv4(nn.Module):
     def __init__(self, in_channels: int, n_way: int, *, filters: int, pool: bool, flatten: bool,
                  feature_size: int, bn_scale: bool = False):
         super().__init__()
-        stride = 1 if pool else 2
-        chans = [in_channels, filters, filters, filters, filters]
-        self.features = nn.Sequential(*(ConvBlock(chans[i], chans[i + 1], stride=stride, pool=pool,
-                                                  bn_scale=bn_scale) for i in range(4)))
+        self.features = nn.Sequential(*(ConvBlock(filters if i else in_channels, filters, stride=1 if pool else 2,
+                                                  pool=pool, bn_scale=bn_scale) for i in range(4)))
         self.flatten = flatten
         self.classifier = nn.Linear(feature_size, n_way)
 

@@ -152,12 +152,9 @@ class Ranks:
             grads, counts = total[:n] / self.world_size, total[n:n + len(idx)]
             if mean_loss is None:
                 mean_loss = total[-1] / self.world_size
-            offset = 0
-            for i, count in zip(idx, counts.tolist()):
-                p = params[i]
+            for i, count, grad in zip(idx, counts.tolist(), grads.split([params[i].numel() for i in idx])):
                 if count > 0:
-                    p.grad = grads[offset:offset + p.numel()].view_as(p).clone()
-                offset += p.numel()
+                    params[i].grad = grad.view_as(params[i]).clone()
         if mean_loss is None:                                   # a learner with no meta-parameters
             mean_loss = self._sum(loss.double().reshape(1), "the loss all-reduce")[0] / self.world_size
         return mean_loss
@@ -169,11 +166,8 @@ class Ranks:
             return []
         dtype = tensors[0].dtype
         flat = self._sum(torch.cat([t.reshape(-1).to(dtype) for t in tensors]), "the Reptile all-reduce")
-        out, offset = [], 0
-        for t in tensors:
-            out.append((flat[offset:offset + t.numel()] / self.world_size).view_as(t).to(t.dtype))
-            offset += t.numel()
-        return out
+        return [(part / self.world_size).view_as(t).to(t.dtype)
+                for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is True on any (e.g. one rank's clock passed the time budget)."""
@@ -301,20 +295,15 @@ def init_from_environment(device: torch.device, meta_batch_size: int | None = No
                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else err!r}; check "
                                 "torchrun's rendezvous flags (docs/distributed.md)") from err
     ranks = Ranks(rank, world, backend, device if backend == "nccl" else torch.device("cpu"),
-                  run_id=os.environ.get("TORCHELASTIC_RUN_ID"),
-                  restart=restart)
-    _stop_on_sigterm(ranks)
-    if not ranks.is_main:                     # one voice: rank 0 prints; errors (stderr) come from every rank
-        sys.stdout = open(os.devnull, "w")    # for the process's lifetime
-    return ranks, device
+                  run_id=os.environ.get("TORCHELASTIC_RUN_ID"), restart=restart)
 
-
-def _stop_on_sigterm(ranks: Ranks) -> None:
-    """torchrun stops the other ranks with SIGTERM when one fails: say so in one line, not a traceback."""
-    def stop(signum, frame):
+    def stop(signum, frame):   # torchrun stops the other ranks with SIGTERM when one fails: one line, not a traceback
         raise RankLostError(f"rank {ranks.rank} of {ranks.world_size} was stopped by the launcher (SIGTERM: "
                             f"another rank failed, or the job was cancelled); {RESUME_HINT}")
     signal.signal(signal.SIGTERM, stop)
+    if not ranks.is_main:                     # one voice: rank 0 prints; errors (stderr) come from every rank
+        sys.stdout = open(os.devnull, "w")    # for the process's lifetime
+    return ranks, device
 
 
 def distribute(learner, ranks: Ranks | None):

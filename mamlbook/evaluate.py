@@ -85,30 +85,23 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
     def sgd(p, grads):                   # one SGD step (BatchNorm held unless adapt_bn), new leaves
         return {k: (v if k in held else v - inner_lr * g).detach().requires_grad_()
                 for (k, v), g in zip(p.items(), grads)}
+
+    def curve(p, query_metric, support_loss) -> torch.Tensor:   # the two paths differ in how they take a loss
+        values = []
+        for step in range(max_steps + 1):
+            with torch.no_grad():
+                values.append(query_metric(p))
+            if step < max_steps:
+                with torch.enable_grad():
+                    grads = grads_of(support_loss(p), p, create_graph=False)
+                p = sgd(p, grads)
+        return torch.stack(values, dim=-1)
     if resolve_batched(model, batched):
         task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape).clone().requires_grad_()
                        for k, v in params.items()}
-        curve = []
-        for step in range(max_steps + 1):
-            with torch.no_grad():
-                curve.append(batched_losses(model, task_params, x_query, y_query, metric_fn))
-            if step < max_steps:
-                with torch.enable_grad():
-                    loss = batched_losses(model, task_params, x_support, y_support, loss_fn).sum()
-                    grads = grads_of(loss, task_params, create_graph=False)
-                task_params = sgd(task_params, grads)
-        return torch.stack(curve, dim=1)  # (T, max_steps+1)
-    rows = []
-    for i in range(num_tasks):
-        p = {k: v.clone().requires_grad_() for k, v in params.items()}
-        row = []
-        for step in range(max_steps + 1):
-            with torch.no_grad():
-                row.append(metric_fn(functional_call(model, p, (x_query[i],)), y_query[i]))
-            if step < max_steps:
-                with torch.enable_grad():
-                    loss = loss_fn(functional_call(model, p, (x_support[i],)), y_support[i])
-                    grads = grads_of(loss, p, create_graph=False)
-                p = sgd(p, grads)
-        rows.append(torch.stack(row))
-    return torch.stack(rows)  # (T, max_steps+1)
+        return curve(task_params, lambda p: batched_losses(model, p, x_query, y_query, metric_fn),
+                     lambda p: batched_losses(model, p, x_support, y_support, loss_fn).sum())  # (T, max_steps+1)
+    return torch.stack([curve({k: v.clone().requires_grad_() for k, v in params.items()},
+                              lambda p: metric_fn(functional_call(model, p, (x_query[i],)), y_query[i]),
+                              lambda p: loss_fn(functional_call(model, p, (x_support[i],)), y_support[i]))
+                        for i in range(num_tasks)])  # (T, max_steps+1)

@@ -27,6 +27,7 @@ points that cache at ``~/.cache/mamlbook/inductor`` (``$XDG_CACHE_HOME``; an exp
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -44,15 +45,10 @@ PATH_FUSED_MLP = "fused-mlp"   # what the run record says when this path trains
 
 def mlp_layers(model: nn.Module) -> list[tuple[str, str]] | None:
     """[(weight name, bias name)] per Linear if ``model`` is Linear → ReLU → … → Linear, else None."""
-    if not isinstance(model, nn.Sequential) or len(model) == 0:
+    mods = list(model) if isinstance(model, nn.Sequential) else []
+    if len(mods) % 2 != 1 or any(type(m) is not (nn.ReLU if i % 2 else nn.Linear) or (i % 2 == 0 and m.bias is None)
+                                 for i, m in enumerate(mods)):
         return None
-    mods = list(model)
-    if len(mods) % 2 != 1:
-        return None
-    for i, m in enumerate(mods):
-        expected = nn.Linear if i % 2 == 0 else nn.ReLU
-        if type(m) is not expected or (expected is nn.Linear and m.bias is None):
-            return None
     return [(f"{i}.weight", f"{i}.bias") for i in range(0, len(mods), 2)]
 
 
@@ -197,12 +193,9 @@ def cache_dir() -> Path:
 def use_cache_dir() -> str:
     """Point Inductor's on-disk caches at :func:`cache_dir` unless ``TORCHINDUCTOR_CACHE_DIR`` is set."""
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        path = cache_dir()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
-        except OSError:                                        # read-only home: PyTorch's default (/tmp)
-            pass
+        with contextlib.suppress(OSError):                     # read-only home: PyTorch's default (/tmp)
+            cache_dir().mkdir(parents=True, exist_ok=True)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir())
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
 
 
@@ -253,21 +246,18 @@ class FusedMLPStep:
         self._bound: dict | None = None
         if compile:
             use_cache_dir()
-            # On a CPU the graph's wrapper is C++ too (Inductor's cpp_wrapper): less Python per call,
-            # and fewer, larger C++ compilations on the first run.
-            options = {"cpp_wrapper": True} if device is None or torch.device(device).type == "cpu" else {}
-            self._step = torch.compile(_flat_step, fullgraph=True, dynamic=False, options=options)
-            self._grad = torch.compile(mlp_meta_grad, fullgraph=True, dynamic=False, options=options)
-        else:
-            self._step, self._grad = _flat_step, mlp_meta_grad
+        # On a CPU the graph's wrapper is C++ too (Inductor's cpp_wrapper): less Python per call,
+        # and fewer, larger C++ compilations on the first run.
+        options = {"cpp_wrapper": True} if device is None or torch.device(device).type == "cpu" else {}
+        self._step, self._grad = (torch.compile(f, fullgraph=True, dynamic=False, options=options) if compile
+                                  else f for f in (_flat_step, mlp_meta_grad))
 
     def __call__(self, params: dict, x_s, y_s, x_q, y_q):
         """(meta-gradient by name, loss), as :func:`mamlbook.functional.make_meta_grad` returns them."""
         flat = [params[k] for k in self.names]
         with torch.no_grad():
             gws, gbs, loss = self._grad(flat[0::2], flat[1::2], x_s, y_s, x_q, y_q, **self.settings)
-        grads = [g for pair in zip(gws, gbs) for g in pair]
-        return dict(zip(self.names, grads)), loss
+        return dict(zip(self.names, (g for pair in zip(gws, gbs) for g in pair))), loss
 
     @staticmethod
     def _hyper(optimizer, tensors) -> tuple | None:
@@ -285,14 +275,12 @@ class FusedMLPStep:
         """Make θ and ``optimizer``'s state views of flat buffers, values kept (state created as Adam would)."""
         group = optimizer.param_groups[0]
         on_device = group.get("fused") or group.get("capturable")
-        states = []
-        for p in tensors:
-            s = optimizer.state[p]
+        states = [optimizer.state[p] for p in tensors]
+        for p, s in zip(tensors, states):
             if not s:
                 s["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device if on_device else "cpu")
                 s["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
                 s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-            states.append(s)
         with torch.no_grad():
             theta = torch.cat([p.detach().reshape(-1) for p in tensors])
             exp_avg = torch.cat([s["exp_avg"].reshape(-1) for s in states])
@@ -316,13 +304,8 @@ class FusedMLPStep:
         b = self._bound
         if b is None or b["optimizer"] is not optimizer or b["hyper"] != hyper:
             return False
-        state = optimizer.state
-        for p, ptr, m, v, st in b["check"]:
-            s = state.get(p)
-            if p.data_ptr() != ptr or s is None or s.get("exp_avg") is not m or s.get("exp_avg_sq") is not v \
-                    or s.get("step") is not st:
-                return False
-        return True
+        return all(p.data_ptr() == ptr and (s := optimizer.state.get(p)) is not None and s.get("exp_avg") is m
+                   and s.get("exp_avg_sq") is v and s.get("step") is st for p, ptr, m, v, st in b["check"])
 
     def step(self, optimizer, params: dict, x_s, y_s, x_q, y_q) -> torch.Tensor | None:
         """Meta-gradient + clip + Adam in one compiled call; None if ``optimizer`` is not one it can fuse."""

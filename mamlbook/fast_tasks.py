@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .maml import LossFn, Params, task_query_loss
+from .conv import has_batchnorm
+from .maml import LossFn, Params, resolve_batched, task_query_loss
 
 __all__ = ["PATH_TASK_THREADS", "usable_cores", "TaskThreads", "task_threads_for"]
 
@@ -40,10 +41,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:                                     # macOS, Windows
         return os.cpu_count() or 1
-
-
-def _one_intra_op_thread() -> None:
-    torch.set_num_threads(1)
 
 
 class TaskThreads:
@@ -67,7 +64,7 @@ class TaskThreads:
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mamlbook-task",
-                                            initializer=_one_intra_op_thread)
+                                            initializer=torch.set_num_threads, initargs=(1,))
         return self._pool
 
     def close(self) -> None:
@@ -116,7 +113,6 @@ class TaskThreads:
         return total
 
 
-
 def task_threads_for(model: nn.Module, batched, device: torch.device) -> TaskThreads | None:
     """The learner's default on a CPU for conv + BatchNorm models (the looped path): :class:`TaskThreads`.
 
@@ -124,8 +120,6 @@ def task_threads_for(model: nn.Module, batched, device: torch.device) -> TaskThr
     (conv + batch-statistics BN on a CPU), PyTorch left at one intra-op thread (the CLI's default;
     with more, OpenMP already uses the cores) and at least two usable cores; else None.
     """
-    from .conv import has_batchnorm
-    from .maml import resolve_batched
     if (batched != "auto" or torch.device(device).type != "cpu" or resolve_batched(model, "auto", device)
             or not has_batchnorm(model) or any(True for _ in model.buffers())
             or torch.get_num_threads() != 1 or usable_cores() < 2):

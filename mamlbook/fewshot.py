@@ -31,9 +31,9 @@ from torch import nn
 from .algorithms.base import MAML
 from .data import DatasetNotFoundError, find_omniglot_small, load_miniimagenet, omniglot_splits
 from .evaluate import EvalResult, adaptation_curve, summarize
-from .problems import evaluate_learner, fewshot_problem, make_model, make_sampler
+from .problems import fewshot_problem, make_model, make_sampler
 from .runs import load_checkpoint
-from .train import fit
+from .train import as_batch, fit
 
 __all__ = ["SMALL_VAL_ALPHABETS", "FewShotConfig", "accuracy", "load_splits", "small_omniglot", "evaluate_accuracy",
            "FewShotRun", "maml_learner", "train_fewshot", "meta_test", "random_init_baseline"]
@@ -128,7 +128,7 @@ def _omniglot_small_with_val(root) -> dict:
     plain = omniglot_splits("small", root, rotations=(0,))
     train = plain["train"]
     is_val = [n.split("/")[0] in SMALL_VAL_ALPHABETS for n in train.class_names]
-    splits = {"train": train.subset([i for i, v in enumerate(is_val) if not v], name=f"{train.name}"),
+    splits = {"train": train.subset([i for i, v in enumerate(is_val) if not v], name=train.name),
               "val": train.subset([i for i, v in enumerate(is_val) if v],
                                   name=train.name.removesuffix("/train") + "/val"),
               "test": plain["test"]}
@@ -155,8 +155,7 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
         root = None
         if data is not None:
             root = Path(data) / "miniimagenet" if (Path(data) / "miniimagenet").is_dir() else Path(data)
-        return {"train": load_miniimagenet(root, "train"), "val": load_miniimagenet(root, "val"),
-                "test": load_miniimagenet(root, "test")}
+        return {split: load_miniimagenet(root, split) for split in ("train", "val", "test")}
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"{str(err).splitlines()[0]}; {_where_to_get(cfg)}") from err
 
@@ -204,15 +203,10 @@ def evaluate_accuracy(model: nn.Module, sampler, *, inner_lr: float, steps: int 
     the (tasks, steps+1) table of per-task accuracies (fractions) if ``per_task``.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
-    rows, done = [], 0
-    while done < num_tasks:
-        t = min(chunk, num_tasks - done)
-        ep = sampler.sample(t, generator)
-        rows.append(adaptation_curve(model, params, ep.x_support, ep.y_support, ep.x_query, ep.y_query,
-                                     inner_lr=inner_lr, max_steps=steps, loss_fn=F.cross_entropy,
-                                     metric_fn=accuracy).cpu())
-        done += t
-    table = torch.cat(rows).double()                                  # (tasks, steps+1)
+    table = torch.cat([adaptation_curve(model, params, *as_batch(sampler.sample(min(chunk, num_tasks - n), generator)),
+                                        inner_lr=inner_lr, max_steps=steps, loss_fn=F.cross_entropy,
+                                        metric_fn=accuracy).cpu()
+                       for n in range(0, num_tasks, chunk)]).double()      # (tasks, steps+1); n: tasks done
     result = summarize(table * 100.0)
     return (result, table) if per_task else result
 
@@ -276,13 +270,9 @@ def train_fewshot(cfg: FewShotConfig, splits: dict, *, out: str | os.PathLike | 
                               validate=validate)
     torch.manual_seed(cfg.seed)
     learner = maml_learner(cfg, problem.make_model().to(device))
-
-    def val_acc(lrn):
-        r = evaluate_learner(lrn, problem.val, "classification", steps=[cfg.test_inner_steps])
-        return r["mean"][0], r["ci95"][0]
     run = fit(learner, problem.sample, generator=torch.Generator().manual_seed(cfg.seed),
               iterations=cfg.iterations, meta_lr=cfg.meta_lr, out=out, resume=resume,
-              checkpoint_every=cfg.checkpoint_every, validate=val_acc if problem.val else None,
+              checkpoint_every=cfg.checkpoint_every, validate=problem.validator(),
               val_every=cfg.val_every, time_budget_s=time_budget_s,
               config={"settings": cfg.to_dict()}, progress=progress,
               desc=desc or f"MAML {cfg.dataset} {cfg.n_way}-way {cfg.k_shot}-shot")
@@ -302,15 +292,12 @@ def meta_test(model: nn.Module, cfg: FewShotConfig, test_split, *, num_tasks: in
     training; more queries, tighter CIs) and the paper's Q = K (comparable to its ±1.84 / ±0.92).
     Every protocol sees tasks drawn from the same seeded generator.
     """
-    num_tasks = num_tasks or cfg.test_tasks
     queries = [cfg.k_shot] + ([15] if cfg.dataset == "miniimagenet" and cfg.k_shot != 15 else [])
-    out = {}
-    for q in queries:
-        sampler = make_sampler(test_split, cfg, k_query=q, device=device)
-        out[f"{q} queries/class"] = evaluate_accuracy(
-            model, sampler, inner_lr=inner_lr or cfg.inner_lr, steps=steps or cfg.test_inner_steps,
-            num_tasks=num_tasks, generator=torch.Generator().manual_seed(seed))
-    return out
+    return {f"{q} queries/class": evaluate_accuracy(
+                model, make_sampler(test_split, cfg, k_query=q, device=device), inner_lr=inner_lr or cfg.inner_lr,
+                steps=steps or cfg.test_inner_steps, num_tasks=num_tasks or cfg.test_tasks,
+                generator=torch.Generator().manual_seed(seed))
+            for q in queries}
 
 
 def random_init_baseline(cfg: FewShotConfig, sampler, *, num_tasks: int, generator=None,

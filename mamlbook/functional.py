@@ -58,8 +58,7 @@ def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
     def outer(p, xs, ys, xq, yq):
         return vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(p, xs, ys, xq, yq).mean()
 
-    fn = grad_and_value(outer)
-    fn = torch.compile(fn) if compile else fn
+    fn = torch.compile(grad_and_value(outer)) if compile else grad_and_value(outer)
 
     def meta_grad(*args):
         with reference_batch_norm():      # every BatchNorm here runs under vmap: no probe needed

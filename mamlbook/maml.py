@@ -128,11 +128,6 @@ def batched_inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor
     return {**theta, **params}
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def resolve_batched(model: nn.Module, batched: bool | str,
                     device: torch.device | str | None = None) -> bool:
     """Choose the batched (vmap) or looped path over the tasks of a meta-batch.
@@ -151,8 +146,9 @@ def resolve_batched(model: nn.Module, batched: bool | str,
     if batched == "auto":
         if has_rnn(model):  # vmap has no batching rule for nn.LSTM/GRU/RNN: loop over tasks
             return False
-        device = torch.device(device) if device is not None else _device_of(model)
-        return device.type != "cpu" or not has_batchnorm(model)
+        if device is None:
+            device = next((p.device for p in model.parameters()), "cpu")
+        return torch.device(device).type != "cpu" or not has_batchnorm(model)
     if not isinstance(batched, bool):
         raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
     return batched
@@ -163,10 +159,8 @@ def batched_adapt(model: nn.Module, params: Params, x_support: torch.Tensor,
                   loss_fn: LossFn = F.mse_loss, first_order: bool = False, adapt_bn: bool = True) -> Params:
     """:func:`adapt` for T tasks at once; returns per-task parameters, each (T, *shape).
 
-    θ is expanded to one copy per task (no memory is copied); the forward pass runs all
-    tasks together under ``torch.func.vmap``; and since task i's loss depends only on copy
-    i, the gradient of the *summed* support loss w.r.t. the copies is each task's own
-    gradient. ``x_support``/``y_support`` are (T, K, ...).
+    :func:`batched_inner_loop` on θ's per-task copies (:func:`expand_tasks`, no memory is copied);
+    ``x_support``/``y_support`` are (T, K, ...).
     """
     check_inner(inner_lr, inner_steps)
     return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
@@ -214,8 +208,7 @@ def backward_per_task(task_loss: TaskLoss, x_support: torch.Tensor, y_support: t
         loss = batched_loss(x_support, y_support, x_query, y_query).mean()
         loss.backward()
         return loss.detach()
-    num_tasks = x_support.shape[0]
-    total = None
+    num_tasks, total = x_support.shape[0], None
     for i in range(num_tasks):
         loss = task_loss(x_support[i], y_support[i], x_query[i], y_query[i]) / num_tasks
         loss.backward()   # frees task i's graph now
@@ -244,8 +237,7 @@ def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_suppo
 
     Args:
         batched: True runs all tasks at once with vmap, False loops over tasks (one
-            graph per task), "auto" picks (see :func:`resolve_batched`). Both give the
-            same numbers; the tests check it in float64.
+            graph per task), "auto" picks (see :func:`resolve_batched`: both give the same numbers).
         adapt_bn: if False, the inner loop holds BatchNorm parameters at θ (:func:`inner_loop`).
     """
     task_loss, batched_loss = _maml_losses(model, params, batched, x_support.device, inner_lr=inner_lr,

@@ -1,7 +1,7 @@
 """The book's figures: sinusoid tasks, fits before/after adaptation, learning curves,
+MSE against gradient steps with 95% confidence bands, and a small results table.
 
 Every chapter's figures.
-MSE against gradient steps with 95% confidence bands, and a small results table.
 
 Every function draws on an ``Axes`` (pass ``ax=`` to compose figures, or let it make a new
 one) and returns what it drew on; none calls ``plt.show``, so notebooks decide when to
@@ -52,11 +52,7 @@ def _log_y(ax: Axes) -> None:
 
 
 def _method_color(name: str):
-    key = name.lower()
-    for prefix, color in METHOD_COLORS.items():
-        if key.startswith(prefix):
-            return color
-    return None
+    return next((c for prefix, c in METHOD_COLORS.items() if name.lower().startswith(prefix)), None)
 
 
 def _method_colors(names) -> list:
@@ -78,8 +74,7 @@ def _method_colors(names) -> list:
 def predict(model: nn.Module, x: torch.Tensor,
             params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The model's output at ``x`` (N, 1), with its own weights or with ``params`` (e.g. adapted θ')."""
-    dtype = next(model.parameters()).dtype
-    x = x.to(dtype)
+    x = x.to(next(model.parameters()).dtype)
     if params is None:
         return model(x)
     return functional_call(model, {k: v.detach() for k, v in params.items()}, (x,))
@@ -103,8 +98,7 @@ def plot_tasks(batch: SinusoidBatch, *, num: int | None = 5, ax: Axes | None = N
         if show_support:
             ax.scatter(batch.x_support[i, :, 0], batch.y_support[i, :, 0], color=line.get_color(),
                        marker="^", s=30, zorder=3)
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set(xlabel="x", ylabel="y")
     return ax
 
 
@@ -114,8 +108,7 @@ def plot_model(model: nn.Module, *, params: Mapping[str, torch.Tensor] | None = 
     """Draw one model's prediction over the input range (one line), e.g. on top of :func:`plot_tasks`."""
     ax = _axes(ax)
     x = _grid(x_range, num_points)
-    line_kw.setdefault("color", "black")
-    line_kw.setdefault("linewidth", 2.5)
+    line_kw = {"color": "black", "linewidth": 2.5, **line_kw}
     ax.plot(x[:, 0], predict(model, x, params)[:, 0].float(), label=label, **line_kw)
     return ax
 
@@ -179,8 +172,7 @@ def plot_learning_curve(histories: History | Mapping[str, History], *, window: i
         ax.plot(its, vals, label=name or None, color=color)
     if logy:
         _log_y(ax)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{ylabel}, mean of {window}")
+    ax.set(xlabel="iteration", ylabel=f"{ylabel}, mean of {window}")
     if len(runs) > 1 or "" not in runs:
         ax.legend()
     return ax
@@ -214,8 +206,7 @@ def plot_adaptation_curves(results: Mapping[str, EvalResult | tuple[float, float
                             color=line.get_color(), alpha=0.2, linewidth=0)
     if logy:
         _log_y(ax)
-    ax.set_xlabel("number of gradient steps")
-    ax.set_ylabel("mean squared error")
+    ax.set(xlabel="number of gradient steps", ylabel="mean squared error")
     if title:
         ax.set_title(title)
     ax.legend()

@@ -22,7 +22,7 @@ from .evaluate import mean_ci95
 from .models import SinusoidMLP
 from .sinusoid import EVAL_SEED
 from .tasks import sample_sinusoid_tasks
-from .train import Batch
+from .train import Batch, as_batch
 
 __all__ = ["TaskSet", "ClassBatches", "Problem", "score", "metric_fn", "summarize_scores", "evaluate_learner",
            "sinusoid_problem", "fewshot_problem", "make_model", "make_sampler"]
@@ -43,11 +43,8 @@ class TaskSet:
 
     def batches(self) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(self.seed)
-        done = 0
-        while done < self.num_tasks:
-            t = min(self.chunk, self.num_tasks - done)
-            yield self.draw(t, gen)
-            done += t
+        for done in range(0, self.num_tasks, self.chunk):
+            yield self.draw(min(self.chunk, self.num_tasks - done), gen)
 
 
 class ClassBatches:
@@ -122,6 +119,14 @@ class Problem:
                               f"{self.name} problem has none (use a classification preset)")
         return lambda gen: self.classes.sample(learner.batch_size, gen)
 
+    def validator(self) -> Callable[[object], tuple[float, float]] | None:
+        """:func:`mamlbook.train.fit`'s ``validate``: a learner's (mean, ci95) on the fixed meta-validation tasks
+        after its own ``test_steps``; None where there are none."""
+        def validate(learner) -> tuple[float, float]:
+            r = evaluate_learner(learner, self.val, self.kind, steps=[learner.test_steps])
+            return r["mean"][0], r["ci95"][0]
+        return None if self.val is None else validate
+
     @property
     def metric(self) -> str:
         return "query MSE" if self.kind == "regression" else "query accuracy (%)"
@@ -133,11 +138,8 @@ class Problem:
     @property
     def test(self) -> Batch:
         """The first protocol's test tasks as one batch (chapter 8's race)."""
-        return _concat(list(next(iter(self.tests.values())).batches()))
-
-
-def _concat(batches: list[Batch]) -> Batch:
-    return tuple(torch.cat([b[i] for b in batches]) for i in range(4))
+        batches = list(next(iter(self.tests.values())).batches())
+        return tuple(torch.cat([b[i] for b in batches]) for i in range(4))
 
 
 def metric_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -211,10 +213,7 @@ def sinusoid_problem(*, k_shot: int = 10, meta_batch_size: int = 25, num_test_ta
     ``k_test``: the support sizes K to test at (default: the training K), one protocol each.
     """
     def draw(k):
-        def fn(n, gen):
-            b = sample_sinusoid_tasks(n, k, generator=gen)
-            return b.x_support, b.y_support, b.x_query, b.y_query
-        return fn
+        return lambda n, gen: as_batch(sample_sinusoid_tasks(n, k, generator=gen))
     tests = {f"K={k}": TaskSet(draw(k), num_test_tasks, EVAL_SEED, chunk=num_test_tasks)
              for k in (k_test or [k_shot])}
     train = draw(k_shot)
@@ -233,11 +232,7 @@ def fewshot_problem(cfg, splits: dict, *, device=None, num_test_tasks: int | Non
     """
     def draw(split, q=None):
         sampler = make_sampler(splits[split], cfg, k_query=q, device=device)
-
-        def fn(n, gen):
-            e = sampler.sample(n, gen)
-            return e.x_support, e.y_support, e.x_query, e.y_query
-        return fn
+        return lambda n, gen: as_batch(sampler.sample(n, gen))
     train = draw("train")
     val = (TaskSet(draw("val"), cfg.val_tasks, cfg.seed + 1) if validate and "val" in splits else None)
     tests = {}

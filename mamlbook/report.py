@@ -44,9 +44,7 @@ def sinusoid_table(paths: list[str | Path]) -> str:
                     f"{m['machine']['cpu_threads']} | {'yes' if m.get('compiled') else 'no'} | "
                     f"{m['date'][:10]} |")
     if any("diverged¹" in r for r in rows):
-        rows.append("")
-        rows.append("¹ the mean is dominated by a task whose adaptation diverged at α = 0.01; "
-                    "see the median.")
+        rows += ["", "¹ the mean is dominated by a task whose adaptation diverged at α = 0.01; see the median."]
     return "\n".join(rows)
 
 

@@ -40,9 +40,7 @@ def inner_loop_rnn_context(model: nn.Module, device: torch.device | str, first_o
     cuDNN is off (:func:`cudnn_disabled`) only while second-order MAML runs an RNN's
     inner loop on CUDA; a no-op context everywhere else (CPU, first-order, no RNN).
     """
-    if needs_native_rnn(model, device, first_order):
-        return cudnn_disabled()
-    return contextlib.nullcontext()
+    return cudnn_disabled() if needs_native_rnn(model, device, first_order) else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

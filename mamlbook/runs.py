@@ -129,9 +129,7 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "platform": platform.platform(), "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if cuda:
-        info["gpu"] = info["device_name"]
-    return info
+    return {**info, "gpu": info["device_name"]} if cuda else info
 
 
 def finite_or_null(obj):

@@ -58,13 +58,10 @@ def sample_walk_tasks(num_tasks: int, k_shot: int, k_query: int | None = None, *
         raise ValueError(f"k_query must be positive, got {k_query}")
     if seq_len < 1:
         raise ValueError(f"seq_len must be at least 1 (the start), got {seq_len}")
-    n = k_shot + k_query
     amp = uniform((num_tasks,), *AMP_RANGE, generator)                        # (T,)
     phase = uniform((num_tasks,), *PHASE_RANGE, generator)                    # (T,)
-    end = uniform((num_tasks, n, 1), *INPUT_RANGE, generator)                 # (T, K+Q, 1)
-    moves = uniform((num_tasks, n, seq_len - 1), *MOVE_RANGE, generator)      # (T, K+Q, L−1)
-    start = end - moves.sum(-1, keepdim=True)                                  # (T, K+Q, 1)
-    x = torch.cat([start, moves], dim=-1).unsqueeze(-1)                       # (T, K+Q, L, 1)
+    end = uniform((num_tasks, k_shot + k_query, 1), *INPUT_RANGE, generator)  # (T, K+Q, 1)
+    x = walks_ending_at(end, seq_len, generator=generator)                    # (T, K+Q, L, 1)
     y = sinusoid(end, amp[:, None, None], phase[:, None, None])               # (T, K+Q, 1)
     return SinusoidBatch(x[:, :k_shot], y[:, :k_shot], x[:, k_shot:], y[:, k_shot:], amp, phase)
 
@@ -114,8 +111,7 @@ class HandLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor):
         batch, steps, _ = x.shape
-        h = x.new_zeros(batch, self.hidden_size)                                  # (B, H)
-        c = x.new_zeros(batch, self.hidden_size)                                  # (B, H)
+        h = c = x.new_zeros(batch, self.hidden_size)                              # (B, H) each
         x_proj = x @ self.weight_ih_l0.T + self.bias_ih_l0                        # (B, L, 4H)
         outputs = []
         for t in range(steps):

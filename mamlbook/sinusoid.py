@@ -29,7 +29,7 @@ from .evaluate import NUM_TEST_TASKS, EvalResult, adaptation_curve, mean_ci95, s
 from .models import SinusoidMLP
 from .runs import machine_info, write_json
 from .tasks import SinusoidBatch, sample_sinusoid_tasks
-from .train import History, meta_train, pretrain
+from .train import History, as_batch, meta_train, pretrain
 
 __all__ = ["EVAL_SEED", "STEP_SIZE_SEED", "PRETRAIN_STEP_SIZES", "PAPER_TEST_K", "SinusoidConfig",
            "task_stream", "train_maml", "eval_tasks", "task_curves", "evaluate_model", "OracleMLP",
@@ -58,20 +58,17 @@ class SinusoidConfig:
     init: str = "pytorch"   # or "official": cbfinn/maml's truncated normal (std 0.01), zero biases
 
     def __post_init__(self):
-        if self.k_shot <= 0:
-            raise ValueError(f"k_shot (K) must be a positive number of support points, got {self.k_shot}")
-        if self.meta_batch_size <= 0:
-            raise ValueError(f"meta_batch_size must be positive, got {self.meta_batch_size}")
-        if not self.inner_lr > 0:
-            raise ValueError(f"inner_lr (α) must be positive, got {self.inner_lr}")
-        if not self.meta_lr > 0:
-            raise ValueError(f"meta_lr (β) must be positive, got {self.meta_lr}")
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be ≥ 0, got {self.iterations}")
-        if self.init not in ("pytorch", "official"):
-            raise ValueError(f"init must be 'pytorch' or 'official', got {self.init!r}")
+        refusals = [(self.k_shot <= 0, f"k_shot (K) must be a positive number of support points, got {self.k_shot}"),
+                    (self.meta_batch_size <= 0, f"meta_batch_size must be positive, got {self.meta_batch_size}"),
+                    (not self.inner_lr > 0, f"inner_lr (α) must be positive, got {self.inner_lr}"),
+                    (not self.meta_lr > 0, f"meta_lr (β) must be positive, got {self.meta_lr}"),
+                    (self.inner_steps < 1, f"inner_steps must be at least 1, got {self.inner_steps}"),
+                    (self.iterations < 0, f"iterations must be ≥ 0, got {self.iterations}"),
+                    (self.init not in ("pytorch", "official"),
+                     f"init must be 'pytorch' or 'official', got {self.init!r}")]
+        for bad, why in refusals:
+            if bad:
+                raise ValueError(why)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,10 +76,7 @@ class SinusoidConfig:
 
 def task_stream(cfg: SinusoidConfig, generator: torch.Generator):
     """A ``sample_batch`` callable for :func:`mamlbook.train.meta_train`: fresh tasks every call."""
-    def sample():
-        b = sample_sinusoid_tasks(cfg.meta_batch_size, cfg.k_shot, generator=generator)
-        return b.x_support, b.y_support, b.x_query, b.y_query
-    return sample
+    return lambda: as_batch(sample_sinusoid_tasks(cfg.meta_batch_size, cfg.k_shot, generator=generator))
 
 
 def train_maml(cfg: SinusoidConfig, *, compile: bool = False, progress: bool = True,
@@ -90,12 +84,10 @@ def train_maml(cfg: SinusoidConfig, *, compile: bool = False, progress: bool = T
     """Meta-train the paper's MLP with MAML; returns (model, history). Seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     model = model if model is not None else SinusoidMLP(init=cfg.init)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = meta_train(model, task_stream(cfg, gen), iterations=cfg.iterations,
-                         inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, meta_lr=cfg.meta_lr,
-                         first_order=cfg.first_order, compile=compile, progress=progress,
-                         desc=f"MAML K={cfg.k_shot}", **kwargs)
-    return model, history
+    return model, meta_train(model, task_stream(cfg, torch.Generator().manual_seed(cfg.seed)),
+                             iterations=cfg.iterations, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
+                             meta_lr=cfg.meta_lr, first_order=cfg.first_order, compile=compile, progress=progress,
+                             desc=f"MAML K={cfg.k_shot}", **kwargs)
 
 
 def eval_tasks(k_shot: int, num_tasks: int = NUM_TEST_TASKS, seed: int = EVAL_SEED,
@@ -158,9 +150,8 @@ def train_oracle(cfg: SinusoidConfig, *, progress: bool = True) -> tuple[OracleM
         b = sample_sinusoid_tasks(cfg.meta_batch_size, cfg.k_shot, generator=gen)
         return model.inputs(b.x_support, b.amplitude, b.phase), b.y_support, None, None
 
-    history = pretrain(model.net, batch, iterations=cfg.iterations, lr=cfg.meta_lr, progress=progress,
-                       desc="oracle")
-    return model, history
+    return model, pretrain(model.net, batch, iterations=cfg.iterations, lr=cfg.meta_lr, progress=progress,
+                           desc="oracle")
 
 
 @torch.no_grad()
@@ -176,10 +167,8 @@ def train_pretrained(cfg: SinusoidConfig, *, progress: bool = True) -> tuple[nn.
     """The pretrained baseline: the MLP trained on all tasks jointly (same stream, same Adam)."""
     torch.manual_seed(cfg.seed)
     model = SinusoidMLP()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = pretrain(model, task_stream(cfg, gen), iterations=cfg.iterations, lr=cfg.meta_lr,
-                       progress=progress)
-    return model, history
+    return model, pretrain(model, task_stream(cfg, torch.Generator().manual_seed(cfg.seed)),
+                           iterations=cfg.iterations, lr=cfg.meta_lr, progress=progress)
 
 
 def tune_step_sizes(model: nn.Module, k_shot: int, steps: Sequence[int], *,

@@ -35,11 +35,17 @@ from .errors import OptionError
 from .maml import LossFn
 from .runs import atomic_write, load_checkpoint, save_checkpoint
 
-__all__ = ["Batch", "BatchFn", "History", "Run", "fit", "write_log", "meta_train", "pretrain", "make_meta_optimizer"]
+__all__ = ["Batch", "BatchFn", "as_batch", "History", "Run", "fit", "write_log", "meta_train", "pretrain",
+           "make_meta_optimizer"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # x_s, y_s, x_q, y_q: (T, K|Q, ...)
 # A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
 BatchFn = Callable[[], Batch]
+
+
+def as_batch(tasks) -> Batch:
+    """Sampled tasks (:class:`~mamlbook.tasks.SinusoidBatch`, :class:`~mamlbook.data.Episodes`) as a :data:`Batch`."""
+    return tasks.x_support, tasks.y_support, tasks.x_query, tasks.y_query
 
 
 @dataclass
@@ -54,12 +60,8 @@ class History:
 
     def smoothed(self, window: int = 100) -> tuple[list[int], list[float]]:
         """The loss averaged over consecutive windows, for plotting."""
-        its, vals = [], []
-        for start in range(0, len(self.loss), window):
-            chunk = self.loss[start:start + window]
-            its.append(self.iteration[start + len(chunk) - 1])
-            vals.append(sum(chunk) / len(chunk))
-        return its, vals
+        chunks = [(s, self.loss[s:s + window]) for s in range(0, len(self.loss), window)]
+        return [self.iteration[s + len(c) - 1] for s, c in chunks], [sum(c) / len(c) for _, c in chunks]
 
 
 @dataclass
@@ -129,22 +131,18 @@ def _restore(path: Path, learner: Algorithm, optimizer, generator, config: dict)
         torch.set_rng_state(state["torch_rng"])
     else:
         ranks.restore_rng(state)
-    val = [{"iteration": int(i), "mean": m, "ci95": c} for i, m, c in state["val"].tolist()]
-    best = None if state["best"] is None else dict(zip(("iteration", "mean", "ci95"), state["best"]))
-    if best is not None:
-        best["iteration"] = int(best["iteration"])
-    return Run(iteration=state["iteration"], losses=state["losses"].tolist(), val=val, best=best,
-               train_time_s=state["train_time_s"], resumed_from=state["iteration"])
+    row = lambda i, m, c: {"iteration": int(i), "mean": m, "ci95": c}     # the inverse of _rows, for one row
+    return Run(iteration=state["iteration"], losses=state["losses"].tolist(), train_time_s=state["train_time_s"],
+               val=[row(*v) for v in state["val"].tolist()], best=state["best"] and row(*state["best"]),
+               resumed_from=state["iteration"])
 
 
 def write_log(path: Path, run: Run) -> None:
     """``log.csv``: iteration, meta-loss, and the validation score ± 95% CI where one was measured."""
     val = {v["iteration"]: v for v in run.val}
-    lines = ["iteration,meta_loss,val_mean,val_ci95"]
-    for i, loss in enumerate(run.losses, start=1):
-        v = val.get(i)
-        lines.append(f"{i},{loss:.6g}," + (f"{v['mean']:.4f},{v['ci95']:.4f}" if v else ","))
-    text = "\n".join(lines) + "\n"
+    rows = [f"{i},{loss:.6g}," + (f"{val[i]['mean']:.4f},{val[i]['ci95']:.4f}" if i in val else ",")
+            for i, loss in enumerate(run.losses, start=1)]
+    text = "\n".join(["iteration,meta_loss,val_mean,val_ci95", *rows]) + "\n"
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
@@ -197,8 +195,7 @@ def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, gener
     def validate_now() -> None:
         mean, ci = validate(learner)
         run.val.append({"iteration": run.iteration, "mean": mean, "ci95": ci})
-        better = run.best is None or (mean > run.best["mean"] if higher_is_better else mean < run.best["mean"])
-        if better:
+        if run.best is None or (mean > run.best["mean"] if higher_is_better else mean < run.best["mean"]):
             run.best = run.val[-1]
             checkpoint("best.pt")
 

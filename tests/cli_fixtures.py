@@ -160,3 +160,20 @@ def small_validation(monkeypatch, preset: str = "omniglot-5w1s", val_tasks: int 
     """
     p = PRESETS[preset]
     monkeypatch.setitem(PRESETS, preset, dataclasses.replace(p, config=p.config.replace(val_tasks=val_tasks)))
+
+
+def cached_runs(tmp_path_factory, preset_for):
+    """A module fixture's ``run(learner, *flags, iterations=1, out=None)`` → (Result, out folder): ``train``
+    with ``preset_for(learner)``'s flags and small validation sets; each distinct run is made once."""
+    done = {}
+
+    def run(learner, *flags, iterations=1, out=None):
+        key = (learner, flags, iterations, out)
+        if key not in done:
+            folder = out or tmp_path_factory.mktemp(learner)
+            with pytest.MonkeyPatch.context() as mp:
+                small_validation(mp)
+                done[key] = train(folder, *preset_for(learner), "--algorithm", learner, "--iterations", iterations,
+                                  *flags), folder
+        return done[key]
+    return run

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_fixtures import (
+    cached_runs,
     cli,
     differing_runs,
     metrics,
     omniglot,
-    small_validation,
     train,
 )
 
@@ -198,20 +198,9 @@ ALSO_CALLED = {"protonet": "Prototypical Networks", "mamlpp": "MAML++"}
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, fake_omniglot):
-    """run(learner, *flags, iterations=1) → (Result, out folder) on the fake Omniglot; each run made once."""
-    done = {}
-
-    def run(learner, *flags, iterations=1, out=None):
-        key = (learner, flags, iterations, out)
-        if key not in done:
-            folder = out or tmp_path_factory.mktemp(learner)
-            preset = omniglot(fake_omniglot, meta_batch_size=None if learner in PRETRAINED else 2)
-            with pytest.MonkeyPatch.context() as mp:
-                small_validation(mp)
-                result = train(folder, *preset, "--algorithm", learner, "--iterations", iterations, *flags)
-            done[key] = result, folder
-        return done[key]
-    return run
+    """run(learner, *flags, iterations=1, out=None) → (Result, out folder) on the fake Omniglot."""
+    return cached_runs(tmp_path_factory,
+                       lambda learner: omniglot(fake_omniglot, meta_batch_size=None if learner in PRETRAINED else 2))
 
 
 def test_the_table_covers_every_learner():

@@ -16,13 +16,12 @@ import torch
 import torch.nn.functional as F
 from cli_fixtures import (
     SINE,
+    cached_runs,
     cli,
     differing_runs,
     learner_tensors,
     metrics,
     omniglot,
-    small_validation,
-    train,
 )
 from torch import nn
 
@@ -88,22 +87,13 @@ def matrix(table, flags):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, fake_omniglot):
-    """run(learner, *flags, iterations=1) → (Result, out folder): each distinct run is made once."""
-    done = {}
-
-    def run(learner, *flags, iterations=1):
-        key = (learner, flags, iterations)
-        if key not in done:
-            out = tmp_path_factory.mktemp(learner)
-            preset = SINE
-            if learner in CLASSIFIERS:                  # the pretraining baselines draw no meta-batches
-                preset = omniglot(fake_omniglot, meta_batch_size=None if learner in PRETRAINED else 2)
-            with pytest.MonkeyPatch.context() as mp:
-                small_validation(mp)
-                result = train(out, *preset, "--algorithm", learner, "--iterations", iterations, *flags)
-            done[key] = result, out
-        return done[key]
-    return run
+    """run(learner, *flags, iterations=1) → (Result, out folder): each distinct run is made once; the
+    pretraining baselines draw no meta-batches, and the classification-only learners run on the fake Omniglot."""
+    def preset_for(learner):
+        if learner not in CLASSIFIERS:
+            return SINE
+        return omniglot(fake_omniglot, meta_batch_size=None if learner in PRETRAINED else 2)
+    return cached_runs(tmp_path_factory, preset_for)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ modules.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,8 +64,7 @@ def split_head(params: Params, head: HeadSpec) -> tuple[Params, Params]:
         raise ValueError(f"no parameter name starts with {prefixes}; the names are {list(params)}. "
                          "Pass the head's prefix, e.g. head='classifier.' for Conv4 or '4.' "
                          "for SinusoidMLP's last layer.")
-    body = {k: v for k, v in params.items() if k not in head_params}
-    return body, head_params
+    return {k: v for k, v in params.items() if k not in head_params}, head_params
 
 
 def adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor, *,
@@ -111,12 +112,10 @@ def anil_task_query_loss(model: nn.Module, params: Params, x_support: torch.Tens
 
 def _anil_losses(model, params, batched, device, **kw):
     """(one task's loss, the batched loss or None) for ANIL's outer loss."""
-    def task_loss(xs, ys, xq, yq):
-        return anil_task_query_loss(model, params, xs, ys, xq, yq, **kw)
-
     def batched_loss(xs, ys, xq, yq):
         return batched_losses(model, batched_adapt_head(model, params, xs, ys, **kw), xq, yq, kw["loss_fn"])
-    return task_loss, (batched_loss if resolve_batched(model, batched, device) else None)
+    return (partial(anil_task_query_loss, model, params, **kw),
+            batched_loss if resolve_batched(model, batched, device) else None)
 
 
 def anil_meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,

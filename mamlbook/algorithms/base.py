@@ -1,19 +1,10 @@
 """The learner interface every algorithm implements, and MAML / first-order MAML themselves (chapters 2, 3, 8).
 
-    algo = MAML(model, problem="classification", inner_lr=2.0)       # or make_algorithm("maml", ...)
-    opt = algo.make_optimizer(meta_lr=1e-3)            # None for Reptile: its outer update is its own
-    loss = algo.outer_step(opt, x_s, y_s, x_q, y_q, iteration=it, progress=it / iterations)
-    predict = algo.adapt(x_s[0], y_s[0])               # the task's adapted model; predict(x_q[0])
-
-θ is a name → tensor dict (the model's own parameters, updated in place by the meta-optimizer);
-meta-batches are (T, K|Q, ...). The options that cut across learners are implemented here once:
-``first_order`` (drop the second-order term), ``grad_clip`` (clip each meta-gradient entry),
-``amp`` (mixed precision, CUDA only), ``tf32`` (off by default: on an H200 TF32 put the second-order
-meta-gradient 1–11 % away from float64, :mod:`mamlbook.measure.precision`), ``compile`` (the
-``torch.compile``-d :func:`mamlbook.functional.make_meta_grad`), ``batched`` (vmap or a loop over
-tasks) and ``adapt_bn`` (False: the inner loop holds the BatchNorm parameters at θ, as the official code;
-the outer step still learns them; refused for a model without BatchNorm). A learner that cannot honour
-an option refuses it with an :class:`~mamlbook.errors.OptionError` naming the option and the learner.
+Used as in :mod:`mamlbook.algorithms`, with ``MAML(model, problem=..., inner_lr=...)`` for
+``make_algorithm("maml", ...)``. θ is a name → tensor dict (the model's own parameters, updated in place
+by the meta-optimizer); meta-batches are (T, K|Q, ...). The options that cut across learners
+(:class:`Algorithm`'s ``first_order`` to ``adapt_bn``) are implemented here once. A learner that cannot
+honour an option refuses it with an :class:`~mamlbook.errors.OptionError` naming the option and the learner.
 """
 from __future__ import annotations
 
@@ -85,11 +76,14 @@ class Algorithm:
         first_order: drop the second-order term (default: the class's, False but for FOMAML).
         grad_clip: clip every meta-gradient entry to ±grad_clip before the meta-optimizer's step.
         amp: mixed precision (bf16 autocast, or fp16 + GradScaler); CUDA only.
-        tf32: allow TF32 convolutions/matmuls on CUDA (off: see the module docstring).
-        compile: the ``torch.compile``-d meta-gradient (MAML and first-order MAML only).
+        tf32: allow TF32 convolutions/matmuls on CUDA (off: on an H200 TF32 put the second-order
+            meta-gradient 1–11 % away from float64, :mod:`mamlbook.measure.precision`).
+        compile: the ``torch.compile``-d meta-gradient, :func:`mamlbook.functional.make_meta_grad`
+            (MAML and first-order MAML only).
         batched: True (vmap over tasks), False (loop) or "auto" (:func:`mamlbook.maml.resolve_batched`).
         adapt_bn: adapt BatchNorm's parameters in the inner loop (the book's default), or hold them at θ
-            (False: the official code, whose fast weights leave out BatchNorm's shift β).
+            (False: the official code, whose fast weights leave out BatchNorm's shift β; the outer step
+            still learns them; refused for a model without BatchNorm).
         loss_fn: replaces the problem's loss (e.g. for a custom regression loss).
     """
 
@@ -142,8 +136,7 @@ class Algorithm:
 
     @property
     def device(self) -> torch.device:
-        first = next(iter(self.params.values()), None)
-        return first.device if first is not None else torch.device("cpu")
+        return next((p.device for p in self.params.values()), torch.device("cpu"))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.problem}, inner_lr={self.inner_lr}, "
@@ -233,17 +226,14 @@ class Algorithm:
         T/N tasks) it is first averaged over the ranks: the gradient of the mean loss over all T.
         """
         fused = getattr(self._meta_grad, "step", None)   # one compiled call: meta-gradient, clip and Adam
-        if fused is not None and self.ranks is None and self.amp.scaler is None:
+        scaler = self.amp.scaler
+        if fused is not None and self.ranks is None and scaler is None:
             loss = fused(optimizer, self.params, x_s, y_s, x_q, y_q)
             if loss is not None:                            # None: an optimizer it cannot fuse
                 return float(loss)
         optimizer.zero_grad(set_to_none=True)
-        scaler = self.amp.scaler
-        with tf32_mode(self.tf32), self.amp.autocast():
-            if scaler is not None:            # fp16: the scaler needs the whole loss before backward
-                loss = self._loss(x_s, y_s, x_q, y_q, iteration)
-            else:
-                loss = self._backward(x_s, y_s, x_q, y_q, iteration)
+        with tf32_mode(self.tf32), self.amp.autocast():   # fp16: the scaler needs the whole loss before backward
+            loss = (self._backward if scaler is None else self._loss)(x_s, y_s, x_q, y_q, iteration)
         if scaler is not None:
             scaler.scale(loss).backward()
         if self.ranks is not None:            # scaled grads with fp16: every rank's scaler then sees the same infs
@@ -259,10 +249,13 @@ class Algorithm:
             optimizer.step()
         return float(loss)
 
+    def _maml_kwargs(self) -> dict:
+        """MAML's inner-loop settings, as :mod:`mamlbook.maml`'s functions take them."""
+        return dict(inner_lr=self.inner_lr, inner_steps=self.inner_steps, loss_fn=self.loss_fn,
+                    first_order=self.first_order, adapt_bn=self.adapt_bn)
+
     def _loss(self, x_s, y_s, x_q, y_q, iteration):
-        return meta_loss(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
-                         inner_steps=self.inner_steps, loss_fn=self.loss_fn, first_order=self.first_order,
-                         batched=self.batched, adapt_bn=self.adapt_bn)
+        return meta_loss(self.model, self.params, x_s, y_s, x_q, y_q, batched=self.batched, **self._maml_kwargs())
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         if self._meta_grad is not None:       # one compiled torch.func graph for the whole meta-batch
@@ -271,12 +264,9 @@ class Algorithm:
                 p.grad = grads[name]
             return loss
         if self._task_threads() is not None:  # the per-task loop, tasks on all cores: the same numbers
-            return self._threads.meta_backward(self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
-                                               inner_steps=self.inner_steps, loss_fn=self.loss_fn,
-                                               first_order=self.first_order, adapt_bn=self.adapt_bn)
-        return meta_backward(self.model, self.params, x_s, y_s, x_q, y_q, inner_lr=self.inner_lr,
-                             inner_steps=self.inner_steps, loss_fn=self.loss_fn,
-                             first_order=self.first_order, batched=self.batched, adapt_bn=self.adapt_bn)
+            return self._threads.meta_backward(self.params, x_s, y_s, x_q, y_q, **self._maml_kwargs())
+        return meta_backward(self.model, self.params, x_s, y_s, x_q, y_q, batched=self.batched,
+                             **self._maml_kwargs())
 
     def _compiled_meta_grad(self):
         fused = fused_mlp_step(self.model, loss_fn=self.loss_fn, inner_lr=self.inner_lr,   # ReLU MLP + MSE
@@ -284,8 +274,7 @@ class Algorithm:
                                grad_clip=self.grad_clip, amp=self.amp.enabled, device=self.device)
         if fused is not None and set(fused.names) == set(self.params):
             return fused
-        return make_meta_grad(self.model, inner_lr=self.inner_lr, inner_steps=self.inner_steps,
-                              loss_fn=self.loss_fn, first_order=self.first_order, compile=True, adapt_bn=self.adapt_bn)
+        return make_meta_grad(self.model, compile=True, **self._maml_kwargs())
 
     def adapt(self, x_s: torch.Tensor, y_s: torch.Tensor, steps: int | None = None,
               inner_lr: float | None = None) -> Predictor:
@@ -304,7 +293,6 @@ class Algorithm:
     def _adapt(self, theta, x_s, y_s, steps, inner_lr):
         return maml_adapt(self.model, theta, x_s, y_s, inner_lr=inner_lr, inner_steps=steps,
                           loss_fn=self.loss_fn, first_order=True, adapt_bn=self.adapt_bn)
-
 
     def default_eval_steps(self) -> list[int]:
         """The adaptation steps a meta-test reports by default: the learner's own ``test_steps``."""

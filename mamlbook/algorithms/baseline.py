@@ -125,8 +125,7 @@ def fit_linear_heads(features: torch.Tensor, labels: torch.Tensor, n_way: int, *
     f = features.detach()
     t, s, d = f.shape
     onehot = F.one_hot(labels, n_way).to(f.dtype)                                    # (T, S, N)
-    w = f.new_zeros(t, n_way, d)
-    b = f.new_zeros(t, n_way)
+    w, b = f.new_zeros(t, n_way, d), f.new_zeros(t, n_way)
 
     def objective(w, b):
         logits = f @ w.transpose(1, 2) + b[:, None, :]                               # (T, S, N)

@@ -80,9 +80,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, steps: int, rtol: float = 1e-12)
 
     Stops early once the residual is below ``rtol``·‖b‖ (CG is then exact up to rounding).
     """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
+    x, r, p = torch.zeros_like(b), b.clone(), b.clone()
     rs = r @ r
     stop = (rtol * b.norm()) ** 2
     for _ in range(steps):
@@ -93,8 +91,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, steps: int, rtol: float = 1e-12)
         x = x + alpha * p
         r = r - alpha * ap
         rs_next = r @ r
-        p = r + (rs_next / rs) * p
-        rs = rs_next
+        p, rs = r + (rs_next / rs) * p, rs_next
     return x
 
 
@@ -118,11 +115,7 @@ def _flat(tensors) -> torch.Tensor:
 
 
 def _split(vector: torch.Tensor, like) -> list[torch.Tensor]:
-    out, start = [], 0
-    for t in like:
-        out.append(vector[start:start + t.numel()].view_as(t))
-        start += t.numel()
-    return out
+    return [chunk.view_as(t) for chunk, t in zip(vector.split([t.numel() for t in like]), like)]
 
 
 class IMAML(Algorithm):
@@ -132,11 +125,9 @@ class IMAML(Algorithm):
     supports = frozenset({"first_order", "grad_clip", "tf32"})
 
     def refusal(self, option: str) -> str:
-        if option == "batched":
-            return "iMAML solves one task's inner problem and CG system at a time"
-        if option == "adapt_bn":
-            return "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted"
-        return "not implemented for iMAML (imaml)"
+        return {"batched": "iMAML solves one task's inner problem and CG system at a time",
+                "adapt_bn": "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted",
+                }.get(option, "not implemented for iMAML (imaml)")
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, lam: float = 2.0, cg_steps: int = 5,
                  **kw):

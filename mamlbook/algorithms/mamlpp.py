@@ -25,6 +25,8 @@ The schedules follow the authors' code (AntreasAntoniou/HowToTrainYourMAMLPytorc
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,9 +146,8 @@ def mamlpp_meta_loss(model: nn.Module, params: Params, lrs: Params, x_support: t
                      loss_weights: torch.Tensor, loss_fn: LossFn = F.mse_loss,
                      first_order: bool = False, step_bn: Params | None = None) -> torch.Tensor:
     """(1/T) Σ_i Σ_j w_j L_query_i(θ_{i,j}) over a meta-batch (T, K|Q, ...); looped over tasks."""
-    def task_loss(xs, ys, xq, yq):
-        return mamlpp_task_loss(model, params, lrs, xs, ys, xq, yq, loss_weights=loss_weights, loss_fn=loss_fn,
-                                first_order=first_order, step_bn=step_bn)
+    task_loss = partial(mamlpp_task_loss, model, params, lrs, loss_weights=loss_weights, loss_fn=loss_fn,
+                        first_order=first_order, step_bn=step_bn)
     return mean_task_loss(task_loss, x_support, y_support, x_query, y_query)
 
 
@@ -163,10 +164,8 @@ def mamlpp_meta_backward(model: nn.Module, params: Params, lrs: Params, x_suppor
     if not any(t.requires_grad for t in leaves):
         raise ValueError("mamlpp_meta_backward needs θ, the learning rates or step_bn with "
                          "requires_grad=True")
-
-    def task_loss(xs, ys, xq, yq):
-        return mamlpp_task_loss(model, params, lrs, xs, ys, xq, yq, loss_weights=loss_weights, loss_fn=loss_fn,
-                                first_order=first_order, step_bn=step_bn)
+    task_loss = partial(mamlpp_task_loss, model, params, lrs, loss_weights=loss_weights, loss_fn=loss_fn,
+                        first_order=first_order, step_bn=step_bn)
     return backward_per_task(task_loss, x_support, y_support, x_query, y_query)
 
 
@@ -190,10 +189,9 @@ class MAMLPlusPlus(Algorithm):
     ``experiment_config/omniglot_maml++-omniglot_1_8_0.1_64_5_0.json``): 5 inner steps at train
     and test, ``multi_step_loss_num_epochs`` 10 of ``total_iter_per_epoch`` 500 iterations,
     ``first_order_to_second_order_epoch`` −1 (second order from the start: ``first_order_epochs=0``).
-    ``per_step_bn=True`` adds MAML++'s per-step BatchNorm (:mod:`mamlbook.mamlpp_bn`: one learned
-    BN shift/scale per inner step, not adapted in the inner loop; models with
-    :class:`mamlbook.conv.BatchNorm` only). Off by default, and off in chapter 8's comparison.
-    The cosine schedule of β is not used here.
+    ``per_step_bn=True`` adds MAML++'s per-step BatchNorm (:mod:`mamlbook.mamlpp_bn`; models with
+    :class:`mamlbook.conv.BatchNorm` only): off by default and in chapter 8's comparison. The cosine
+    schedule of β is not used here.
     """
 
     name = "mamlpp"
@@ -229,11 +227,10 @@ class MAMLPlusPlus(Algorithm):
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         epoch = self.epoch(iteration)
-        weights = multi_step_loss_weights(self.inner_steps, epoch, self.anneal_epochs)
         loss = mamlpp_meta_loss(self.model, self.inner_params, self.lrs, x_s, y_s, x_q, y_q,
-                                loss_weights=weights, loss_fn=self.loss_fn,
+                                loss_weights=multi_step_loss_weights(self.inner_steps, epoch, self.anneal_epochs),
                                 first_order=self.first_order or use_first_order(epoch, self.first_order_epochs),
-                                step_bn=self.step_bn)
+                                loss_fn=self.loss_fn, step_bn=self.step_bn)
         loss.backward()
         return loss.detach()
 

@@ -45,12 +45,8 @@ Params = dict[str, torch.Tensor]
 
 def bn_param_names(model: nn.Module) -> list[str]:
     """Names of the shifts (and scales, if any) of every :class:`mamlbook.conv.BatchNorm`."""
-    names = []
-    for prefix, module in model.named_modules():
-        if isinstance(module, BatchNorm):
-            names += [f"{prefix}.{n}" if prefix else n
-                      for n, _ in module.named_parameters(recurse=False)]
-    return names
+    return [f"{prefix}.{n}" if prefix else n for prefix, module in model.named_modules()
+            if isinstance(module, BatchNorm) for n, _ in module.named_parameters(recurse=False)]
 
 
 def _bn_names_or_raise(model: nn.Module) -> list[str]:
@@ -78,13 +74,9 @@ def init_per_step_bn(model: nn.Module, inner_steps: int, params: Params | None =
     """
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be ≥ 1, got {inner_steps}")
-    own = dict(model.named_parameters())
-    params = params or {}
-    step_bn = {}
-    for k in _bn_names_or_raise(model):
-        p = params.get(k, own[k]).detach()
-        step_bn[k] = p.unsqueeze(0).expand(inner_steps, *p.shape).clone().requires_grad_()  # (N, C)
-    return step_bn
+    start = {**dict(model.named_parameters()), **(params or {})}
+    return {k: start[k].detach().unsqueeze(0).expand(inner_steps, *start[k].shape).clone().requires_grad_()
+            for k in _bn_names_or_raise(model)}                                            # (N, C)
 
 
 def check_step_bn(model: nn.Module, params: Params, step_bn: Params, inner_steps: int) -> None:
@@ -94,8 +86,7 @@ def check_step_bn(model: nn.Module, params: Params, step_bn: Params, inner_steps
     if set(step_bn) != set(names):
         raise ValueError(f"step_bn needs exactly the model's BatchNorm parameters {names}, got "
                          f"{list(step_bn)}; {fix}")
-    adapted = [k for k in names if k in params]
-    if adapted:
+    if adapted := [k for k in names if k in params]:
         raise ValueError(f"θ holds BatchNorm parameters {adapted}, but per-step BN parameters are "
                          "not adapted in the inner loop: pass without_bn(model, params) as θ (and "
                          "build the learning rates from it)")
@@ -109,6 +100,4 @@ def check_step_bn(model: nn.Module, params: Params, step_bn: Params, inner_steps
 
 def bn_at_step(step_bn: Params | None, step: int) -> Params:
     """The BN parameters of inner step ``step``, {name: (C,)}; {} without per-step BN."""
-    if step_bn is None:
-        return {}
-    return {k: v[step] for k, v in step_bn.items()}
+    return {} if step_bn is None else {k: v[step] for k, v in step_bn.items()}

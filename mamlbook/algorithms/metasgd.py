@@ -17,6 +17,8 @@ Same functional core as :mod:`mamlbook.maml`: θ and α are name → tensor dict
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,15 +52,11 @@ def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None 
     """
     if (low is None) != (high is None):
         raise ValueError("give both low and high for a uniform initialisation, or neither")
-    lrs = {}
-    for k, p in params.items():
+    def start(p):
         if low is None:
-            a = torch.full_like(p, inner_lr, requires_grad=False)
-        else:
-            u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
-            a = (low + (high - low) * u).to(p.device)
-        lrs[k] = a.detach().requires_grad_()
-    return lrs
+            return torch.full_like(p, inner_lr)
+        return (low + (high - low) * torch.rand(p.shape, generator=generator, dtype=p.dtype)).to(p.device)
+    return {k: start(p).detach().requires_grad_() for k, p in params.items()}
 
 
 def _check_lrs(params: Params, inner_lrs: Params) -> None:
@@ -115,13 +113,11 @@ def metasgd_task_query_loss(model: nn.Module, params: Params, inner_lrs: Params,
 
 def _metasgd_losses(model, params, inner_lrs, batched, device, **kw):
     """(one task's loss, the batched loss or None) for Meta-SGD's outer loss."""
-    def task_loss(xs, ys, xq, yq):
-        return metasgd_task_query_loss(model, params, inner_lrs, xs, ys, xq, yq, **kw)
-
     def batched_loss(xs, ys, xq, yq):
-        task_params = batched_metasgd_adapt(model, params, inner_lrs, xs, ys, **kw)
-        return batched_losses(model, task_params, xq, yq, kw["loss_fn"])
-    return task_loss, (batched_loss if resolve_batched(model, batched, device) else None)
+        return batched_losses(model, batched_metasgd_adapt(model, params, inner_lrs, xs, ys, **kw), xq, yq,
+                              kw["loss_fn"])
+    return (partial(metasgd_task_query_loss, model, params, inner_lrs, **kw),
+            batched_loss if resolve_batched(model, batched, device) else None)
 
 
 def metasgd_meta_loss(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,

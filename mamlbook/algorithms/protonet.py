@@ -99,9 +99,8 @@ def protonet_accuracy(model: nn.Module, params: Params, x_support: torch.Tensor,
 class ProtoNet(Algorithm):
     """Prototypical Networks on the model without its head (Conv4 → its 64-d features).
 
-    No inner loop and no α: ``inner_lr``/``inner_steps`` are ignored. Support and query are
-    embedded in one forward pass (as :mod:`mamlbook.protonet`, after the authors' code), at
-    training and at test, so batch-statistics BatchNorm sees the same batches in both.
+    No inner loop and no α: ``inner_lr``/``inner_steps`` are ignored. Support and query share one
+    forward pass (:func:`task_logits`) at training and at test, so BatchNorm sees the same batches in both.
     """
 
     name = "protonet"

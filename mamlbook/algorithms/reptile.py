@@ -47,8 +47,7 @@ def reptile_gradient(model: nn.Module, params: Params, x: torch.Tensor, y: torch
     Args:
         x, y: each task's training data, (T, N, ...) — Reptile has no support/query split, so
             pass all of a task's examples (e.g. support and query concatenated).
-        inner_lr, inner_steps: the inner SGD that produces φ_i (Reptile needs several steps:
-            with one, it reduces to joint training).
+        inner_lr, inner_steps: the inner SGD that produces φ_i (several steps: with one, it is joint training).
     """
     phi = adapted_parameters(model, params, x, y, inner_lr=inner_lr, inner_steps=inner_steps,
                              loss_fn=loss_fn, batched=batched)
@@ -114,4 +113,3 @@ class Reptile(Algorithm):
         reptile_step(self.model, self.params, x, y, inner_lr=self.inner_lr,
                      inner_steps=self.inner_steps, outer_lr=self.epsilon(progress), loss_fn=self.loss_fn,
                      batched=self.batched, average=None if self.ranks is None else self.ranks.average)
-        return None

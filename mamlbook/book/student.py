@@ -152,7 +152,7 @@ def exercise_cells(nb) -> set[int]:
 
 
 def _notebooks(src: Path) -> list[Path]:
-    return sorted(p for p in Path(src).glob("*.ipynb"))
+    return sorted(Path(src).glob("*.ipynb"))
 
 
 def student_notebooks(src: Path) -> dict[str, str]:
@@ -188,11 +188,9 @@ def write_student_notebooks(src: Path | str = "notebooks", out: Path | str = "st
     for stale in _notebooks(out):
         if stale.name not in texts and _generated(stale):
             stale.unlink()
-    written = []
     for name, text in texts.items():
         (out / name).write_text(text, encoding="utf-8")
-        written.append(out / name)
-    return written
+    return [out / name for name in texts]
 
 
 def outdated(src: Path | str = "notebooks", out: Path | str = "student") -> list[str]:
@@ -290,9 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         problems = outdated(args.src, args.out)
-        for p in problems:
-            print(p)
         if problems:
+            print(*problems, sep="\n")
             print(f"run `python -m mamlbook.book.student --src {args.src} --out {args.out}` to regenerate")
             return 1
         print(f"{args.out}/ is up to date with {args.src}/")

@@ -51,7 +51,9 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
+from ..algorithms import make_algorithm
 from ..amp import tf32_mode
 from ..fewshot import make_model, make_sampler
 from ..maml import meta_backward
@@ -199,6 +201,15 @@ def _sampler_graph(episodes: StaticEpisodes, device: torch.device):
     return graph
 
 
+def _iterate(r: Runner, sample_graph, episodes: StaticEpisodes) -> None:
+    """One iteration: a new meta-batch into the buffers (by the sampler's graph on a graph path), then a step."""
+    if sample_graph is not None and r.graph is not None:
+        sample_graph.replay()
+    else:
+        episodes.sample_()
+    r.compute()
+
+
 def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.detach().double().flatten() for t in tensors])
 
@@ -238,11 +249,7 @@ def time_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device: to
             start = time.perf_counter()
             with tf32_mode(False):
                 for _ in range(iterations):
-                    if sample_graph is not None and r.graph is not None:
-                        sample_graph.replay()
-                    else:
-                        episodes.sample_()
-                    r.compute()
+                    _iterate(r, sample_graph, episodes)
             _sync(device)
             times[name].append(1e3 * (time.perf_counter() - start) / iterations)
     return times
@@ -256,7 +263,6 @@ def profile_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device:
     (CUDA; for a graph path, the kernels its replays ran) and their ratio (how busy the GPU was: far below
     100 % means launch- or host-bound), and the ``top`` operations by device (CPU: host) time.
     """
-    from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out = {}
     for name, r in runners.items():
@@ -264,11 +270,7 @@ def profile_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device:
         with profile(activities=activities) as prof, tf32_mode(False):
             start = time.perf_counter()
             for _ in range(iterations):
-                if sample_graph is not None and r.graph is not None:
-                    sample_graph.replay()
-                else:
-                    episodes.sample_()
-                r.compute()
+                _iterate(r, sample_graph, episodes)
             _sync(device)
             wall = time.perf_counter() - start
         events = prof.key_averages()
@@ -285,7 +287,6 @@ def profile_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device:
 def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.device, generator, *,
                iterations: int, time_limit_s: float | None, test_tasks: int, check_every: int = 500) -> dict:
     """``iterations`` training iterations of ``path`` from θ₀ (stopped at ``time_limit_s``), then a meta-test."""
-    from ..algorithms import make_algorithm
     episodes = StaticEpisodes(split, cfg, device, generator)
     runner = Runner(path, cfg, theta0, episodes, device)
     sample_graph = _sampler_graph(episodes, device) if runner.use_graph else None
@@ -295,11 +296,7 @@ def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.de
     start, done = time.perf_counter(), 0
     with tf32_mode(False):
         while done < iterations:
-            if sample_graph is not None:
-                sample_graph.replay()
-            else:
-                episodes.sample_()
-            runner.compute()
+            _iterate(runner, sample_graph, episodes)
             losses[done].copy_(runner.loss)
             done += 1
             if done % check_every == 0:
@@ -345,9 +342,7 @@ def run(device="cuda", *, paths=tuple(PATHS), iterations: int = 60, rounds: int 
     test_split = synthetic_split(spec["test_classes"], spec["per_class"], device, seed=1)
     _sync(device)
     result["split_build_s"] = time.perf_counter() - t0
-    torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)                         # every device's generator, CUDA's included
     generator = (torch.cuda.default_generators[device.index or 0] if device.type == "cuda"
                  else torch.Generator().manual_seed(cfg.seed))
     theta0 = {k: v.detach().clone() for k, v in make_model(cfg).to(device).state_dict().items()}
@@ -414,10 +409,9 @@ def run(device="cuda", *, paths=tuple(PATHS), iterations: int = 60, rounds: int 
         ok = {n: r for n, r in result["paths"].items() if r.get("status") == "ok" and "ms_median" in r}
         path = e2e_path or min(ok, key=lambda n: ok[n]["ms_median"])
         log(f"end to end: {e2e_iterations:,} iterations of {path} (time limit {e2e_time_limit_s} s) …")
-        result["end_to_end"] = end_to_end(path, cfg, theta0, split, test_split, device, generator,
-                                          iterations=e2e_iterations, time_limit_s=e2e_time_limit_s,
-                                          test_tasks=e2e_test_tasks)
-        e = result["end_to_end"]
+        e = result["end_to_end"] = end_to_end(path, cfg, theta0, split, test_split, device, generator,
+                                              iterations=e2e_iterations, time_limit_s=e2e_time_limit_s,
+                                              test_tasks=e2e_test_tasks)
         log(f"end to end: {e['iterations_done']:,} iterations in {e['train_s']:.0f} s ({e['ms_per_iteration']:.2f} "
             f"ms/it → {e['projected_minutes_60k']:.1f} min for 60k); loss {e['loss_first_100']:.3f} → "
             f"{e['loss_last_100']:.3f}; test accuracy {e['test']['accuracy'][-1]:.1f} ± {e['test']['ci95'][-1]:.1f} %")

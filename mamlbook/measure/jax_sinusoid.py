@@ -138,9 +138,8 @@ def make_meta_grad(inner_lr: float = 0.01, first_order: bool = False):
 def params_from_torch(model) -> list:
     """The torch MLP's θ (``nn.Sequential`` of Linear/ReLU) as this module's [(W, b), …] (same layout)."""
     _, jnp = _jax()
-    linears = [m for m in model if hasattr(m, "weight")]
     return [(jnp.asarray(m.weight.detach().cpu().numpy()), jnp.asarray(m.bias.detach().cpu().numpy()))
-            for m in linears]
+            for m in model if hasattr(m, "weight")]
 
 
 def evaluate(params, *, num_tasks: int = 600, k_shot: int = 10, inner_lr: float = 0.01, steps: int = 1,
@@ -183,8 +182,7 @@ def run(iterations: int = 70_000, *, seed: int = 0, meta_batch_size: int = 25, k
     import optax
     import_s = time.perf_counter() - _T0
     t = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
-    key, init_key = jax.random.split(key)
+    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
     params = init_params(init_key)
     optimizer = optax.adam(meta_lr)
     opt_state = optimizer.init(params)

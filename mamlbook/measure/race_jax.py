@@ -37,6 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..fast import cache_dir
+from ..runs import machine_info, write_json
+from .jax_sinusoid import available
+
 __all__ = ["JAX_SCRIPT", "run_mamlbook", "run_jax", "same_within_ci", "race", "main"]
 
 JAX_SCRIPT = Path(__file__).with_name("jax_sinusoid.py")
@@ -98,7 +102,6 @@ def same_within_ci(a: dict, b: dict) -> tuple[float, float, bool]:
 
 def race(pairs: int = 3, iterations: int | None = None, *, cache: str = "warm", log=print) -> dict:
     """``pairs`` mamlbook/JAX pairs in alternating order; the record (see the module docstring)."""
-    from ..fast import cache_dir
     if cache == "warm":
         log("warming mamlbook's compile cache (one untimed 20-iteration run) …")
         run_mamlbook(20)
@@ -139,13 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="mamlbook's compile cache: warm (filled first, untimed) or cold (empty for every run)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    from .jax_sinusoid import available
     if not available():
         print("error: the JAX peer needs jax and optax: pip install 'mamlbook[bench]'", file=sys.stderr)
         return 2
     if args.pairs < 1:
         p.error("--pairs must be ≥ 1")
-    from ..runs import machine_info
     record = race(args.pairs, args.iterations, cache=args.cache)
     record["machine"] = machine_info("cpu")
     record["command"] = "python -m mamlbook.measure.race_jax " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -157,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
           + ("yes" if all(record["mse_same_within_ci"]) else "NO") + " ("
           + "; ".join(f"|Δ| {d:.3f} vs {c:.3f}" for d, c in zip(record["mse_abs_diff"], record["mse_ci_bound"])) + ")")
     if args.json:
-        from ..runs import write_json
         write_json(args.json, record)
         print(f"wrote {args.json}")
     return 0
