@@ -63,6 +63,7 @@ ALPHA = 0.01                             # α for the sinusoid demonstrations (p
 threads = 1
 
 # %%
+import math
 import platform
 
 import matplotlib.pyplot as plt
@@ -74,11 +75,12 @@ from torch.func import functional_call
 
 from mamlbook.algorithms import ALGORITHMS, default_head, make_algorithm
 from mamlbook.compare import SETTINGS, compare, format_table, omniglot_problem, plot_comparison, sinusoid_problem
-from mamlbook.config import fast_mode, seed_everything
+from mamlbook.config import fast_mode, pick, seed_everything
 from mamlbook.algorithms.mamlpp import multi_step_loss_weights
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import markdown_table
 from mamlbook.tasks import sample_sinusoid_tasks
+from mamlbook.train import fit
 
 torch.set_num_threads(threads)
 seed_everything(SEED)
@@ -307,6 +309,59 @@ display(Markdown(f"**Sinusoids, K = 10: query MSE after adaptation on {sine_rows
 # %%
 plot_comparison(sine_rows, title="sinusoids, K = 10")
 plt.show()
+
+# %% [markdown]
+# ### MAML++'s learned rates on sinusoids
+#
+# MAML++ learns one step size per layer and per inner step, each starting at α = 0.01 here (MAML's
+# sinusoid α; the MAML++ paper has no sinusoid experiment, and its Omniglot rates start at 0.1). Adam
+# moves every parameter by up to about β = 1e-3 per meta-step, *whatever its scale*: for a rate of
+# 0.01 that is a tenth of its value per step, so after a few hundred steps the rates can be many times
+# α, or negative (that layer then steps uphill on the support loss). The book's full race at commit
+# `67fc8ea` ended with MAML++'s θ not finite (`results/compare/sinusoid_full.json`). The next cell
+# trains MAML++ alone on the race's task stream and follows its smallest and largest rate, and says
+# whether the meta-loss stayed finite in this run.
+
+# %%
+class Diverged(Exception):
+    """Raised by the step hook below to stop training at the first non-finite meta-loss."""
+
+
+PP_STEPS = pick(1000, 30)
+torch.manual_seed(SEED)
+pp_problem = sinusoid_problem(num_test_tasks=10)
+pp = make_algorithm("mamlpp", pp_problem.make_model(), problem="regression", **SETTINGS["sinusoid"]["mamlpp"])
+pp_rates = []                                                   # (min, max) over all learned rates, per step
+
+
+def follow_rates(run):
+    rates = torch.cat([r.detach().flatten() for r in pp.lrs.values()])
+    pp_rates.append((rates.min().item(), rates.max().item()))
+    if not math.isfinite(run.losses[-1]):
+        raise Diverged
+
+
+try:
+    pp_run = fit(pp, pp_problem.sample, generator=torch.Generator().manual_seed(SEED), iterations=PP_STEPS,
+                 meta_lr=pp_problem.meta_lr, desc="MAML++ rates", on_step=follow_rates)
+    diverged_at = None
+except Diverged:
+    diverged_at = len(pp_rates)
+lo, hi = zip(*pp_rates)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(range(1, len(lo) + 1), lo, label="smallest rate")
+ax.plot(range(1, len(hi) + 1), hi, label="largest rate")
+ax.axhline(0.01, color="gray", ls=":", label="α = 0.01 (start)")
+ax.set(xlabel="meta-step", ylabel="learned inner rate", title="MAML++ on sinusoids: per-layer, per-step rates")
+ax.legend(fontsize=8)
+plt.show()
+n = len(pp_rates)
+print(("FAST MODE, a shortened run: " if fast_mode() else "")
+      + f"after {n} meta-steps the learned rates span {lo[-1]:.3f} … {hi[-1]:.3f} "
+      f"({max(abs(lo[-1]), abs(hi[-1])) / 0.01:.0f}× α at the extreme; "
+      f"{'some are negative' if lo[-1] < 0 else 'none is negative'}); "
+      + (f"the meta-loss became non-finite at step {diverged_at}." if diverged_at
+         else f"the meta-loss stayed finite for all {n} steps in this run."))
 
 # %% [markdown]
 # ## 9. The race on Omniglot: 5-way 1-shot on held-out alphabets
