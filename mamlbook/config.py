@@ -36,7 +36,8 @@ def banner(what: str = "this notebook") -> str:
                "Its numbers and figures come from a short run and are NOT the paper's results. "
                f"Unset {FAST_ENV} for the full run.")
     else:
-        msg = f"Full mode: {what} runs the paper's configuration (set {FAST_ENV}=1 for a quick run)."
+        msg = (f"Full mode: {what} runs its full-length configuration (the paper's settings where it reproduces "
+               f"a paper; set {FAST_ENV}=1 for a quick run).")
     print(msg)
     return msg
 

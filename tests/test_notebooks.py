@@ -5,6 +5,8 @@ import jupytext
 import nbformat
 import pytest
 
+from mamlbook.config import banner
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
@@ -37,3 +39,13 @@ def test_committed_notebook_has_no_outputs(ipynb):
 def test_notebook_announces_fast_mode(ipynb):
     source = "\n".join(c.source for c in nbformat.read(ipynb, as_version=4).cells)
     assert "banner(" in source, f"{ipynb.name} must call mamlbook.config.banner() so fast mode shows"
+
+
+@pytest.mark.parametrize("value, shortened", [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_the_banner_says_whether_the_numbers_come_from_a_shortened_run(monkeypatch, capsys, value, shortened):
+    monkeypatch.setenv("MAMLBOOK_FAST", value)
+    msg = banner("Chapter 10")
+    assert capsys.readouterr().out == msg + "\n"
+    assert msg.startswith("FAST MODE (MAMLBOOK_FAST=1): Chapter 10 runs a SHORTENED configuration") == shortened
+    assert ("NOT the paper's results" in msg) == shortened
+    assert msg.startswith("Full mode: Chapter 10 runs its full-length configuration") != shortened
