@@ -36,7 +36,7 @@ from .maml import LossFn
 from .runs import atomic_write, load_checkpoint, save_checkpoint
 
 __all__ = ["Batch", "BatchFn", "as_batch", "History", "Run", "fit", "write_log", "meta_train", "pretrain",
-           "make_meta_optimizer"]
+           "JointTraining", "make_meta_optimizer"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # x_s, y_s, x_q, y_q: (T, K|Q, ...)
 # A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
@@ -290,16 +290,20 @@ def pretrain(model: nn.Module, sample_batch: BatchFn, *, iterations: int, lr: fl
     at once: for the paper's sinusoids (phase in [0, π]) that is the mean task
     E[A·sin(x − φ)] = −(2·E[A]/π)·cos x ≈ −1.62·cos x (chapter 1 derives it).
     """
-    optimizer = make_meta_optimizer(model, lr)
-    history = History()
-    start = time.perf_counter()
-    for it in tqdm(range(iterations), desc=desc, disable=not progress, mininterval=0.5):
-        xs, ys, _, _ = sample_batch()
-        loss = loss_fn(model(xs.flatten(0, 1)), ys.flatten(0, 1))
-        optimizer.zero_grad(set_to_none=True)
+    learner = JointTraining(model, problem="regression", loss_fn=loss_fn)
+    return fit(learner, lambda _: sample_batch(), generator=torch.Generator(), iterations=iterations, meta_lr=lr,
+               progress=progress, desc=desc).history()
+
+
+class JointTraining(Algorithm):
+    """:func:`pretrain`'s learner: no inner loop; each outer step is one Adam step on the support points of
+    every task of the meta-batch at once (the query points are not used)."""
+
+    name = "pretrained"
+    has_inner_loop = False
+    supports = frozenset()
+
+    def _backward(self, x_s, y_s, x_q, y_q, iteration):
+        loss = self.loss_fn(self.model(x_s.flatten(0, 1)), y_s.flatten(0, 1))    # (T·K, ...): one big set
         loss.backward()
-        optimizer.step()
-        history.iteration.append(it + 1)
-        history.loss.append(loss.item())
-    history.wall_time_s = time.perf_counter() - start
-    return history
+        return loss.detach()
