@@ -352,7 +352,8 @@ def download_omniglot_full(root: str | Path | None = None) -> tuple[Path, Path]:
     torchvision checks the published MD5 and extracts to ``<root>/omniglot-py/``; we then
     read the zips with :func:`read_omniglot` (sorted classes, unlike torchvision's listing).
     """
-    from torchvision.datasets import Omniglot
+    from torchvision.datasets import Omniglot  # here, not at the top: importing it takes ~1.3 s
+
     root = Path(root or default_data_root())
     for background in (True, False):
         Omniglot(str(root), background=background, download=True)

@@ -30,11 +30,16 @@ import time
 _T0 = time.perf_counter()
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import platform  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 __all__ = ["available", "init_params", "forward", "mse", "inner_step", "meta_loss", "sample_tasks",
            "make_train_step", "make_meta_grad", "params_from_torch", "evaluate", "run", "main"]
@@ -46,7 +51,6 @@ EVAL_SEED = 2017
 def available() -> bool:
     """True if jax and optax are installed (found, not imported: importing JAX changes this process,
     e.g. the peak-RSS baseline that ``python -m mamlbook bench``'s memory children inherit)."""
-    import importlib.util
     return all(importlib.util.find_spec(name) is not None for name in ("jax", "optax"))
 
 
@@ -146,7 +150,6 @@ def evaluate(params, *, num_tasks: int = 600, k_shot: int = 10, inner_lr: float 
              seed: int = EVAL_SEED) -> dict:
     """Query MSE after 0..``steps`` SGD steps on ``num_tasks`` new tasks: mean and 1.96·std/√n per step."""
     jax, jnp = _jax()
-    import numpy as np
     xs, ys, xq, yq = sample_tasks(jax.random.PRNGKey(seed), num_tasks, k_shot)
 
     @jax.jit
@@ -227,8 +230,6 @@ def _machine() -> dict:
     if __package__:
         from ..runs import machine_info
         return machine_info("cpu")
-    import datetime
-    import platform
     return {"cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "platform": platform.platform(),
             "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
