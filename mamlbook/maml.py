@@ -98,12 +98,14 @@ def inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor, y_supp
         for j in range(inner_steps):
             loss = loss_fn(functional_call(model, {**frozen, **params}, (x_support,)), y_support)
             params = step(params, grads_of(loss, params, create_graph=not first_order), j)
-    return {**theta, **params}
+    return params if adapt_bn else {**theta, **params}   # held entries back in θ's order
 
 
 def _hold_bn(model: nn.Module, params: Params, frozen: Params | None, adapt_bn: bool) -> tuple[Params, Params]:
     """(entries to adapt, frozen entries): ``adapt_bn=False`` moves BatchNorm's from the first to the second."""
-    held = set() if adapt_bn else batchnorm_params(model)
+    if adapt_bn:                                   # the default: nothing to move, no copies on the hot path
+        return params, frozen or {}
+    held = batchnorm_params(model)
     return ({k: v for k, v in params.items() if k not in held},
             {**(frozen or {}), **{k: v for k, v in params.items() if k in held}})
 
@@ -125,7 +127,7 @@ def batched_inner_loop(model: nn.Module, params: Params, x_support: torch.Tensor
     for j in range(inner_steps):
         losses = batched_losses(model, {**frozen, **params}, x_support, y_support, loss_fn)  # (T,)
         params = step(params, grads_of(losses.sum(), params, create_graph=not first_order), j)
-    return {**theta, **params}
+    return params if adapt_bn else {**theta, **params}   # held entries back in θ's order
 
 
 def resolve_batched(model: nn.Module, batched: bool | str,

@@ -41,7 +41,7 @@ from .errors import BadFileError
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_file", "atomic_write", "save_checkpoint", "load_checkpoint",
            "write_json", "machine_info", "cpu_name", "book_root", "git_state", "record_full_run", "shared_machine",
-           "render_full_run", "full_run_table_cell", "find_recorded"]
+           "render_full_run", "full_run_table_cell", "full_run_when", "find_recorded"]
 
 FORMAT = "mamlbook-checkpoint"
 VERSION = 2
@@ -209,6 +209,17 @@ def render_full_run(folder: Path, markdown: Callable[[dict], str], readme_sectio
     print(f"wrote {folder / 'full_run.md'}")
     if args.readme:
         print("\n" + readme_section(run) + "\n\ntable cell: " + full_run_table_cell(run))
+
+
+def full_run_when(run: dict) -> tuple[str, str]:
+    """A full-run record's time span ("2026-12-01 20:10–20:31 UTC", settings cell to record cell) and
+    where it ran ("commit `abc1234`", "… plus uncommitted changes in the working tree", "no git checkout")."""
+    finished = datetime.datetime.fromisoformat(run["machine"]["date"])
+    started = finished - datetime.timedelta(seconds=run["wall_time_s"]["settings_to_record"])
+    commit, dirty = run["git"]["commit"], run["git"]["dirty"]
+    at = (f"commit `{commit[:7]}`" + (" plus uncommitted changes in the working tree" if dirty else "")
+          if commit else "no git checkout")
+    return f"{started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC", at
 
 
 def full_run_table_cell(run: dict) -> str:

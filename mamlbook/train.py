@@ -36,7 +36,7 @@ from .maml import LossFn
 from .runs import atomic_write, load_checkpoint, save_checkpoint
 
 __all__ = ["Batch", "BatchFn", "as_batch", "History", "Run", "fit", "write_log", "meta_train", "pretrain",
-           "JointTraining", "make_meta_optimizer"]
+           "JointTraining", "train_through_tasks", "make_meta_optimizer"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # x_s, y_s, x_q, y_q: (T, K|Q, ...)
 # A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
@@ -293,6 +293,30 @@ def pretrain(model: nn.Module, sample_batch: BatchFn, *, iterations: int, lr: fl
     learner = JointTraining(model, problem="regression", loss_fn=loss_fn)
     return fit(learner, lambda _: sample_batch(), generator=torch.Generator(), iterations=iterations, meta_lr=lr,
                progress=progress, desc=desc).history()
+
+
+def train_through_tasks(model: nn.Module, sample_task: BatchFn, num_tasks: int, *, lr: float,
+                        steps_per_task: int = 1, progress: bool = True,
+                        desc: str = "one task at a time") -> History:
+    """The seed article's loop (chapter 1 writes it out; chapter 9's baseline): one network and one Adam
+    optimizer, ``steps_per_task`` steps on each task's support set, task after task; no inner loop.
+
+    ``sample_task()`` returns one task as a meta-batch of one, (1, K, ...) each. The history holds each
+    task's last loss.
+    """
+    calls, task = 0, None
+
+    def sample(_):
+        nonlocal calls, task
+        if calls % steps_per_task == 0:                       # a new task every steps_per_task steps
+            task = sample_task()
+        calls += 1
+        return task
+    run = fit(JointTraining(model, problem="regression"), sample, generator=torch.Generator(),
+              iterations=num_tasks * steps_per_task, optimizer=torch.optim.Adam(model.parameters(), lr=lr),
+              progress=progress, desc=desc)
+    return History(iteration=list(range(1, num_tasks + 1)), loss=run.losses[steps_per_task - 1::steps_per_task],
+                   wall_time_s=run.train_time_s)
 
 
 class JointTraining(Algorithm):

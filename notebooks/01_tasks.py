@@ -52,7 +52,8 @@ from mamlbook.plotting import (format_ci, markdown_table, plot_adaptation, plot_
                                plot_learning_curve, plot_model, plot_tasks)
 from mamlbook.sinusoid import SinusoidConfig, eval_tasks, train_pretrained, tune_step_size
 from mamlbook.tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, sample_sinusoid_tasks
-from mamlbook.train import History
+from mamlbook.train import History, as_batch
+from mamlbook.train import train_through_tasks as package_train_through_tasks
 
 banner("Chapter 1");
 
@@ -169,6 +170,25 @@ torch.manual_seed(SEED)
 plain_net = SinusoidMLP()
 plain_history = train_through_tasks(plain_net, NUM_TRAIN_TASKS, k_shot=K_SHOT, lr=LR,
                                     steps_per_task=STEPS_PER_TASK, generator=generator)
+
+# %% [markdown]
+# Chapter 9 runs this loop again on an LSTM, through the package's tested copy,
+# `mamlbook.train.train_through_tasks` (it takes the task sampler as an argument). From the same weights on
+# the same tasks it takes exactly the same steps:
+
+# %%
+with torch.random.fork_rng():                     # leaves the notebook's random stream untouched
+    ours, theirs = SinusoidMLP(), SinusoidMLP()
+theirs.load_state_dict(ours.state_dict())
+ours_history = train_through_tasks(ours, 5, k_shot=K_SHOT, lr=LR, steps_per_task=STEPS_PER_TASK,
+                                   generator=torch.Generator().manual_seed(1))
+check_generator = torch.Generator().manual_seed(1)
+package_history = package_train_through_tasks(
+    theirs, lambda: as_batch(sample_sinusoid_tasks(1, K_SHOT, generator=check_generator)), 5, lr=LR,
+    steps_per_task=STEPS_PER_TASK, progress=False)
+assert ours_history.loss == package_history.loss
+assert all(torch.equal(p, q) for p, q in zip(ours.parameters(), theirs.parameters()))
+print("mamlbook.train.train_through_tasks takes the same steps as the loop above")
 
 # %%
 ax = plot_learning_curve({"trained through the tasks": plain_history},

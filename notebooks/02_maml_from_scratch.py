@@ -48,7 +48,6 @@ if "google.colab" in sys.modules:
 import copy
 import json
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -57,7 +56,6 @@ from IPython.display import Markdown, display
 from torch.func import functional_call
 from tqdm.auto import trange
 
-import mamlbook
 from mamlbook.config import banner, fast_mode, pick
 from mamlbook.checks import check_ci95, check_inner_loop
 from mamlbook.evaluate import mean_ci95, summarize

@@ -41,7 +41,6 @@ if "google.colab" in sys.modules:
 # %%
 import json
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -50,7 +49,6 @@ from IPython.display import Markdown, display
 from torch.func import functional_call
 from tqdm.auto import trange
 
-import mamlbook
 from mamlbook.config import banner, fast_mode, pick
 from mamlbook.evaluate import mean_ci95
 from mamlbook.maml import meta_loss

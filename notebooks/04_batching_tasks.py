@@ -39,7 +39,6 @@ if "google.colab" in sys.modules:
 # %%
 import statistics
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -47,7 +46,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-import mamlbook
 from mamlbook.config import banner, pick
 from mamlbook.conv import BatchNorm, omniglot_conv4
 from mamlbook.maml import meta_loss

@@ -55,7 +55,6 @@ timing_repeats = pick(200, 20)   # calls timed when we measure the sampler's spe
 import math
 import shutil
 import tempfile
-import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -328,14 +327,13 @@ assert not torch.equal(a.x_support, c.x_support)
 
 
 # %%
+from mamlbook.measure.episode_sampling import time_calls
+
+
 def median_ms(draw_meta_batch):
-    """Median wall time of ``timing_repeats`` calls, in milliseconds."""
-    times = []
-    for _ in range(timing_repeats):
-        t0 = time.perf_counter()
-        draw_meta_batch()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    """Median wall time of ``timing_repeats`` calls (after 3 untimed ones), in milliseconds."""
+    wall, _ = time_calls(draw_meta_batch, timing_repeats, torch.device("cpu"), warmup=3)
+    return 1e3 * float(np.median(wall))
 
 
 timing_generator = torch.Generator().manual_seed(seed)       # its own draws: the timing changes no later task

@@ -348,14 +348,16 @@ for lr, r_ in ((cfg.inner_lr, running), (small_lr, running_small)):
     print(f"eval(), running stats from meta-training, α = {lr:g}: {r_.at(0)[0]:.1f}% before adapting, "
           f"highest {m_:.1f} ± {c_:.1f}% after {steps_text(s_)}, {r_.mean[-1]:.1f}% after {steps_text(r_.steps[-1])}")
 (s_big, m_big, c_big), (s_small, m_small, c_small) = peak(running), peak(running_small)
-drifts = s_small < running_small.steps[-1] and running_small.mean[-1] < m_small - c_small
+last_small = running_small.mean[-1]                       # after the last step
+higher = "higher" if m_small > m_big else "no higher"
+overlap = "; the 95% intervals overlap" if abs(m_small - m_big) <= c_small + c_big else ""
+drifts = s_small < running_small.steps[-1] and last_small < m_small - c_small   # clearly below its best
+ending = (f"then drifts back to {last_small:.1f}%" if drifts
+          else f"ends at {last_small:.1f}%, not clearly below its best,")
 print(("FAST MODE, a network meta-trained for seconds: " if fast_mode() else "")
-      + f"With α = {small_lr:g} the same network climbs {'higher' if m_small > m_big else 'no higher'} "
-      f"({m_small:.1f}% after {steps_text(s_small)} against {m_big:.1f}% after {steps_text(s_big)} with "
-      f"α = {cfg.inner_lr:g}" + ("; the 95% intervals overlap" if abs(m_small - m_big) <= c_small + c_big else "")
-      + ") and " + (f"then drifts back to {running_small.mean[-1]:.1f}%" if drifts
-                    else f"ends at {running_small.mean[-1]:.1f}%, not clearly below its best,")
-      + f" after {steps_text(running_small.steps[-1])} (chance: {100 / cfg.n_way:.0f}%).")
+      + f"With α = {small_lr:g} the same network climbs {higher} ({m_small:.1f}% after {steps_text(s_small)} "
+      f"against {m_big:.1f}% after {steps_text(s_big)} with α = {cfg.inner_lr:g}{overlap}) and {ending} "
+      f"after {steps_text(running_small.steps[-1])} (chance: {100 / cfg.n_way:.0f}%).")
 
 # %% [markdown]
 # The price of batch statistics is that meta-test predictions are transductive (queries are normalised

@@ -72,9 +72,10 @@ import torch
 from mamlbook.config import fast_mode
 import tempfile as _tempfile
 run_dir = run_dir or _tempfile.mkdtemp(prefix="mamlbook-chapter07-")
-from mamlbook.data import DatasetNotFoundError, load_miniimagenet, make_fake_miniimagenet
+from mamlbook.data import make_fake_miniimagenet
 from mamlbook.fewshot import load_splits, meta_test, train_fewshot
 from mamlbook.presets import PRESETS
+from mamlbook.runs import find_recorded
 
 has_gpu = torch.cuda.is_available()
 device = torch.device("cuda" if has_gpu else "cpu")
@@ -214,7 +215,7 @@ assert all(0 <= res.mean[-1] <= 100 for rp in results.values() for res in rp.val
 import json
 import math
 
-gpu_results = next((p for p in (Path("../results/gpu"), Path("results/gpu")) if p.is_dir()), None)
+gpu_results = find_recorded("results/gpu")          # the folder, from here, its parent or the checkout
 if gpu_results is None:
     print("results/gpu/ is not here (it is in the repository, not in the pip package): skipping section 4.")
 else:

@@ -56,14 +56,11 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from IPython.display import Markdown, display
 from torch import nn
-from tqdm.auto import trange
 
 import mamlbook.measure.lstm_kernels as rnn_check
 from mamlbook.config import banner, fast_mode, pick
@@ -77,7 +74,7 @@ from mamlbook.sequence import (LSTMRegressor, WalkConfig, sample_walk_tasks, wal
                                walks_ending_at)
 from mamlbook.sinusoid import EVAL_SEED, STEP_SIZE_SEED, tune_step_sizes, tuned_curves
 from mamlbook.tasks import sinusoid
-from mamlbook.train import History, meta_train, pretrain
+from mamlbook.train import as_batch, meta_train, pretrain, train_through_tasks
 
 banner("Chapter 9");
 
@@ -427,30 +424,15 @@ print(f"pretrained: {PRETRAIN_ITERATIONS:,} iterations in {pretrained_history.wa
 # task. There is no inner loop and no outer loop, so nothing in it measures how well the network does
 # *after* adapting: it is joint training, one task per step. Here is that loop, exactly, on the same
 # LSTM from the same initial weights, with as many Adam steps as MAML has meta-iterations (so it sees
-# 1/25 of MAML's tasks; the pretrained baseline above is the same idea with 25 tasks per step):
+# 1/25 of MAML's tasks; the pretrained baseline above is the same idea with 25 tasks per step). Chapter 1
+# wrote the loop out; this is the package's tested copy, `mamlbook.train.train_through_tasks`:
 
 # %%
-def seed_article_loop(model, num_tasks, *, k_shot, lr, generator):
-    """One network, one Adam optimizer, one step on each task's K support walks in turn. Returns a History."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    history = History()
-    start = time.perf_counter()
-    for t in trange(num_tasks, desc="seed article's loop", mininterval=0.5):
-        task = sample_walk_tasks(1, k_shot, seq_len=SEQ_LEN, generator=generator)
-        x, y = task.x_support[0], task.y_support[0]                       # (K, L, 1), (K, 1)
-        loss = F.mse_loss(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.iteration.append(t + 1)
-        history.loss.append(loss.item())
-    history.wall_time_s = time.perf_counter() - start
-    return history
-
-
 seed_model = copy.deepcopy(random_init_model)            # baseline 3: the seed article's loop
-seed_history = seed_article_loop(seed_model, SEED_ARTICLE_STEPS, k_shot=K_SHOT, lr=META_LR,
-                                 generator=torch.Generator().manual_seed(SEED))
+seed_generator = torch.Generator().manual_seed(SEED)
+seed_history = train_through_tasks(seed_model, lambda: as_batch(sample_walk_tasks(1, K_SHOT, seq_len=SEQ_LEN,
+                                                                                 generator=seed_generator)),
+                                   SEED_ARTICLE_STEPS, lr=META_LR, desc="seed article's loop")
 print(f"seed article's loop: {SEED_ARTICLE_STEPS:,} tasks, one Adam step each, in {seed_history.wall_time_s:.0f} s")
 
 # %%

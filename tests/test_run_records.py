@@ -4,7 +4,14 @@ import subprocess
 
 import pytest
 
-from mamlbook.runs import find_recorded, full_run_table_cell, git_state, record_full_run, shared_machine
+from mamlbook.runs import (
+    find_recorded,
+    full_run_table_cell,
+    full_run_when,
+    git_state,
+    record_full_run,
+    shared_machine,
+)
 
 
 @pytest.fixture
@@ -58,3 +65,12 @@ def test_find_recorded_finds_the_books_own_files_from_anywhere(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert find_recorded("results/chapter02/full_run.json").is_file()     # this checkout's, via the package
     assert find_recorded("results/no_such_file.json") is None
+
+
+def test_a_record_says_when_it_ran_and_at_which_commit():
+    run = {"machine": {"date": "2026-12-01T20:31:05+00:00"}, "wall_time_s": {"settings_to_record": 1230.0},
+           "git": {"commit": "0123456789abcdef", "dirty": True}}
+    assert full_run_when(run) == ("2026-12-01 20:10–20:31 UTC",
+                                  "commit `0123456` plus uncommitted changes in the working tree")
+    run["git"] = {"commit": None, "dirty": None}
+    assert full_run_when(run)[1] == "no git checkout"

@@ -8,11 +8,10 @@ checks that the README and this Markdown state the JSON's numbers.
 """
 from __future__ import annotations
 
-import datetime
 import re
 from pathlib import Path
 
-from mamlbook.runs import full_run_table_cell, render_full_run, shared_machine
+from mamlbook.runs import full_run_table_cell, full_run_when, render_full_run, shared_machine
 
 HERE = Path(__file__).resolve().parent
 COMMAND = ("cd notebooks && OMP_NUM_THREADS=1 MAMLBOOK_FAST=0 jupyter nbconvert --to notebook --execute "
@@ -43,11 +42,7 @@ def verdict(d):
 def markdown(run) -> str:
     c, w, ms, m = run["config"], run["wall_time_s"], run["ms_per_iteration"], run["machine"]
     s3, res, paired, load = run["section3"], run["results"], run["paired_maml_minus"], run["load_average_1min"]
-    finished = datetime.datetime.fromisoformat(m["date"])
-    started = finished - datetime.timedelta(seconds=w["settings_to_record"])
-    commit = run["git"]["commit"]
-    at = (f"commit `{commit[:7]}`" + (" plus uncommitted changes in the working tree" if run["git"]["dirty"] else "")
-          if commit else "no git checkout")
+    span, at = full_run_when(run)
     steps = c["max_steps"]
     lines = [
         "# Chapter 9, full mode (`MAMLBOOK_FAST` unset): MAML on an LSTM",
@@ -59,7 +54,7 @@ def markdown(run) -> str:
         "",
         "and this file was generated from it by `python results/chapter09/render.py`.",
         "",
-        f"- Run: settings cell to record cell {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC "
+        f"- Run: settings cell to record cell {span} "
         f"({w['settings_to_record']:.0f} s); {at}.",
         f"- Machine: {m['cpu_count']}-core {m['cpu']}, no GPU, {m['cpu_threads']} thread "
         f"(`OMP_NUM_THREADS={run['env']['OMP_NUM_THREADS']}`), torch {m['torch']}, Python {m['python']}, "

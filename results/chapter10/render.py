@@ -7,10 +7,9 @@ Every number below is read from the JSON; nothing is typed in by hand.
 """
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
-from mamlbook.runs import full_run_table_cell, render_full_run, shared_machine
+from mamlbook.runs import full_run_table_cell, full_run_when, render_full_run, shared_machine
 
 HERE = Path(__file__).resolve().parent
 COMMAND = ("cd notebooks && OMP_NUM_THREADS=1 MAMLBOOK_FAST=0 jupyter nbconvert --to notebook --execute "
@@ -70,11 +69,7 @@ def race_summary(run):
 
 def markdown(run) -> str:
     c, w, m, load = run["config"], run["wall_time_s"], run["machine"], run["load_average_1min"]
-    finished = datetime.datetime.fromisoformat(m["date"])
-    started = finished - datetime.timedelta(seconds=w["settings_to_record"])
-    commit = run["git"]["commit"]
-    at = (f"commit `{commit[:7]}`" + (" plus uncommitted changes in the working tree" if run["git"]["dirty"] else "")
-          if commit else "no git checkout")
+    span, at = full_run_when(run)
     first = next(iter(run["races"].values()))["rows"][0]
     tasks = ", ".join(f"{race_title(k)}: {v['rows'][0]['num_test_tasks']}" for k, v in run["races"].items())
     reuse, memo = run["feature_reuse"], run["memorization"]
@@ -92,7 +87,7 @@ def markdown(run) -> str:
         "",
         "and this file was generated from it by `python results/chapter10/render.py`.",
         "",
-        f"- Run: settings cell to record cell {started:%Y-%m-%d %H:%M}–{finished:%H:%M} UTC "
+        f"- Run: settings cell to record cell {span} "
         f"(**{w['settings_to_record'] / 60:.1f} min** wall time); {at}.",
         f"- Machine: {m['cpu_count']}-core {m['cpu']}, no GPU, {m['cpu_threads']} thread "
         f"(`OMP_NUM_THREADS={run['env']['OMP_NUM_THREADS']}`), torch {m['torch']}, Python {m['python']}, {m['platform']}.",
