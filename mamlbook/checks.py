@@ -85,8 +85,9 @@ def _hint_for_error(err: Exception) -> str:
     return ""
 
 
-def _params_dict(check: str, out, names: list[str], what: str) -> Params:
-    """Accept a name → tensor mapping, or a list/tuple of tensors in ``names`` order."""
+def _params_dict(check: str, out, expected: Params, what: str) -> Params:
+    """Accept a name → tensor mapping, or a list/tuple in ``expected``'s order; check names and shapes."""
+    names = list(expected)
     if out is None:
         raise AssertionError(f"{check}: your function returned None: is its `return` missing?")
     if isinstance(out, Mapping):
@@ -100,18 +101,13 @@ def _params_dict(check: str, out, names: list[str], what: str) -> Params:
     if missing or extra:
         raise AssertionError(f"{check}: {what} has the wrong names: missing {missing}, unexpected "
                              f"{extra}. Return one tensor per entry of params, under the same name.")
-    for name in names:
-        if not isinstance(got[name], torch.Tensor):
-            raise AssertionError(f"{check}: {what}[{name!r}] is a {type(got[name]).__name__}, "
-                                 "not a tensor")
-    return {n: got[n] for n in names}
-
-
-def _shape_errors(check: str, got: Params, expected: Params, what: str) -> None:
     for name, e in expected.items():
+        if not isinstance(got[name], torch.Tensor):
+            raise AssertionError(f"{check}: {what}[{name!r}] is a {type(got[name]).__name__}, not a tensor")
         if got[name].shape != e.shape:
             raise AssertionError(f"{check}: {what}[{name!r}] has shape {tuple(got[name].shape)}, "
                                  f"expected {tuple(e.shape)} (the shape of params[{name!r}])")
+    return {n: got[n] for n in names}
 
 
 def _close(a: Params, b: Params) -> bool:
@@ -184,11 +180,10 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
     for trial, k_shot in enumerate((5, 10)):
         model, params, (xs, ys, xq, yq) = _sinusoid_setup(seed + trial, 1, k_shot)
         xs, ys, xq, yq = xs[0], ys[0], xq[0], yq[0]                         # (K, 1) each
-        got = _params_dict(check, _call(check, fn, model, params, xs, ys, INNER_LR), list(params),
-                           "the returned θ'")
+        out = _call(check, fn, model, params, xs, ys, INNER_LR)
         expected = adapt(model, params, xs, ys, inner_lr=INNER_LR, inner_steps=inner_steps,
                          first_order=first_order)
-        _shape_errors(check, got, expected, "θ'")
+        got = _params_dict(check, out, expected, "the returned θ'")
         if not _close(got, expected):
             def steps(lr, n=inner_steps, **kw):
                 return lambda: _plain_steps(model, params, xs, ys, lr, n, **kw)
@@ -278,8 +273,7 @@ def check_meta_gradient(fn: Callable, *, first_order: bool = False, inner_steps:
                                  "torch.no_grad(), .detach() or .item() somewhere inside.")
         got = _grads(out, params)
     else:
-        got = _params_dict(check, out, list(params), "the returned meta-gradient")
-        _shape_errors(check, got, want, "the meta-gradient")
+        got = _params_dict(check, out, want, "the returned meta-gradient")
     if not _close(got, want):
         raise _explain(check, got, want,
                        _meta_candidates(reference, data, first_order, inner_steps, loss=False),
@@ -390,8 +384,7 @@ def check_reptile_update(fn: Callable, *, batched: bool = False, seed: int = 0) 
         adapted = ({k: v.clone() for k, v in stacked.items()} if batched
                    else [{k: v.clone() for k, v in p.items()} for p in phis])
         out = _call(check, fn, {k: v.clone() for k, v in theta.items()}, adapted, outer_lr)
-        got = _params_dict(check, out, list(theta), "the returned parameters")
-        _shape_errors(check, got, theta, "the new θ")
+        got = _params_dict(check, out, theta, "the returned parameters")
 
         def step(scale, target=mean_phi, eps=outer_lr, base=1.0):
             return lambda: {k: base * theta[k] + scale * eps * (target[k] - theta[k]) for k in theta}
@@ -428,19 +421,15 @@ def check_episode_sampler(fn: Callable, *, n_way: int = 5, k_shot: int = 2, k_qu
     num_classes, per_class, image = 12, k_shot + k_query + 1, (1, 2, 2)
     ids = torch.arange(num_classes * per_class, dtype=torch.float32)
     images = ids.view(num_classes, per_class, 1, 1, 1).expand(num_classes, per_class, *image).clone()
-    seen_classes, seen_drawings, sorted_tasks, num_tasks, first_task = set(), set(), 0, 30, None
-    for t in range(num_tasks):
-        out = _call(check, fn, images.clone(), n_way, k_shot, k_query,
-                    torch.Generator().manual_seed(seed + t))
-        task = _episode_ids(check, out, n_way, k_shot, k_query, image, per_class, num_classes)
-        seen_classes |= {c for c, _ in task["support"] + task["query"]}
-        seen_drawings |= {d for _, d in task["support"] + task["query"]}
-        sorted_tasks += task["labels_sorted"]
-        first_task = first_task or task
-    again = _episode_ids(check, _call(check, fn, images.clone(), n_way, k_shot, k_query,
-                                      torch.Generator().manual_seed(seed)),
-                         n_way, k_shot, k_query, image, per_class, num_classes)
-    if again != first_task:
+
+    def task(s: int) -> dict:
+        out = _call(check, fn, images.clone(), n_way, k_shot, k_query, torch.Generator().manual_seed(s))
+        return _episode_ids(check, out, n_way, k_shot, k_query, image, per_class, num_classes)
+    num_tasks = 30
+    tasks = [task(seed + t) for t in range(num_tasks)]
+    drawn = [cd for t in tasks for cd in t["support"] + t["query"]]           # (class, drawing) pairs
+    seen_classes, seen_drawings = {c for c, _ in drawn}, {d for _, d in drawn}
+    if task(seed) != tasks[0]:
         raise AssertionError(f"{check}: the same generator seed gave a different task. Draw every "
                              "random number from the `generator` argument (torch.randperm(..., "
                              "generator=generator)), not from Python's random or the global seed.")
@@ -450,7 +439,7 @@ def check_episode_sampler(fn: Callable, *, n_way: int = 5, k_shot: int = 2, k_qu
     if seen_drawings != set(range(per_class)):
         raise AssertionError(f"{check}: in {num_tasks} tasks, drawings {sorted(set(range(per_class)) - seen_drawings)} "
                              "of each class were never used: sample the K + Q images among all of a class's images.")
-    if sorted_tasks == num_tasks:
+    if all(t["labels_sorted"] for t in tasks):
         raise AssertionError(f"{check}: in all {num_tasks} tasks label 0 went to the smallest class index, "
                              "label 1 to the next, and so on. Give label j to the j-th class *drawn* "
                              "(random order), so that no class→label pattern can be learned across tasks.")

@@ -20,10 +20,8 @@ Choices, stated once (the data chapters reuse these models):
   ``tf.contrib.layers.batch_norm``'s defaults (``center=True, scale=False``); the following
   ReLU/linear layer can absorb a scale. Pass ``bn_scale=True`` for PyTorch's usual affine BN.
 - **ε = 1e-3**, ``tf.contrib.layers.batch_norm``'s default (PyTorch's default is 1e-5).
-- **The BN shift is adapted in the inner loop** like every other parameter here (as most PyTorch
-  ports do). The official code meta-learns it but keeps it out of the inner update; to copy
-  that, pass ``adapt_bn=False`` to the learner (``--no-adapt-bn``): the inner loop then holds the
-  entries named by :func:`batchnorm_params` at θ.
+- **The BN shift is adapted in the inner loop**, as most PyTorch ports do; ``adapt_bn=False`` holds the
+  entries of :func:`batchnorm_params` at θ, as the official code does (docs/classification.md).
 - **Padding**: PyTorch's symmetric ``padding=1`` instead of TensorFlow's ``'SAME'`` (which pads
   stride-2 convolutions on the bottom/right only): same output sizes, pixel grid offset by one.
 - **The conv bias is kept** (the official code has it) although batch-statistics BN removes any

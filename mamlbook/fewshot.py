@@ -1,21 +1,10 @@
 """MAML for N-way K-shot classification: meta-training with checkpoints, validation, 600-task tests.
 
-The pieces, in the order a run uses them:
-
-- :class:`FewShotConfig`: every knob of a run (the paper's values live in :mod:`mamlbook.presets`);
-- :func:`load_splits`: meta-train / meta-val / meta-test splits, with a message saying where to
-  get the data when it is missing;
-- :func:`train_fewshot`: the outer loop on episode meta-batches with cross-entropy, periodic
-  validation on the **meta-val split only** (the best validation accuracy picks ``best.pt``;
-  the meta-test split is never looked at during training), atomic checkpoints every
-  ``checkpoint_every`` iterations and an exact resume;
-- :func:`evaluate_accuracy`: adapt to new tasks for 0..``steps`` SGD steps and report the
-  query accuracy (%) with a 95% CI, 1.96·std/√n over tasks, as the official code does.
-
-The inner loss is PyTorch's mean cross-entropy over the N·K support images. The official
-code's inner loss is Σ xent / K (cbfinn/maml ``utils.py``'s ``xent``, differentiated by
-``tf.gradients``, which sums), i.e. N × the mean, so its α = 0.4 (5-way Omniglot) is our
-α = 2.0 and its α = 0.01 (5-way mini-ImageNet) is our 0.05 (chapter 6 checks this numerically).
+Chapters 6 and 7. A run: :class:`FewShotConfig` (the paper's values: :mod:`mamlbook.presets`),
+:func:`load_splits`, :func:`train_fewshot` (model selection on the meta-val split only; the meta-test
+split is never looked at during training) and :func:`meta_test`. The inner loss is the MEAN
+cross-entropy, so α is N × the official code's (0.4 → 2.0 on 5-way Omniglot; chapter 6 checks it
+numerically): docs/classification.md, section "Choices, stated once".
 """
 from __future__ import annotations
 
@@ -152,10 +141,9 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
             if cfg.split == "small":
                 return _omniglot_small_with_val(data)
             return omniglot_splits(cfg.split, data)
-        root = None
-        if data is not None:
-            root = Path(data) / "miniimagenet" if (Path(data) / "miniimagenet").is_dir() else Path(data)
-        return {split: load_miniimagenet(root, split) for split in ("train", "val", "test")}
+        if data is not None and (Path(data) / "miniimagenet").is_dir():
+            data = Path(data) / "miniimagenet"
+        return {split: load_miniimagenet(data, split) for split in ("train", "val", "test")}
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"{str(err).splitlines()[0]}; {_where_to_get(cfg)}") from err
 

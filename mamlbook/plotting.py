@@ -51,17 +51,13 @@ def _log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
-def _method_color(name: str):
-    return next((c for prefix, c in METHOD_COLORS.items() if name.lower().startswith(prefix)), None)
-
-
 def _method_colors(names) -> list:
     """One distinct colour per name: the paper's colour where it is still free, else the next unused."""
     palette = [f"tab:{c}" for c in ("green", "blue", "red", "orange", "purple", "brown", "pink",
                                      "gray", "olive", "cyan")]
     used, colors = set(), []
     for name in names:
-        color = _method_color(name)
+        color = next((c for prefix, c in METHOD_COLORS.items() if name.lower().startswith(prefix)), None)
         if color is None or color in used:
             color = next((c for c in palette if c not in used and c not in METHOD_COLORS.values()),
                          next((c for c in palette if c not in used), "black"))
@@ -148,10 +144,9 @@ def plot_adaptation(model: nn.Module, batch: SinusoidBatch, i: int = 0, *, inner
     xs, ys, _, _ = batch.task(i)
     ax.plot(x[:, 0], sinusoid(x, batch.amplitude[i], batch.phase[i])[:, 0], color=TRUTH_COLOR,
             linewidth=2, label="ground truth")
-    thetas = adapted_params(model, xs, ys, inner_lr=inner_lr, steps=steps, params=params)
-    ordered = sorted(thetas)
-    for j, s in enumerate(ordered):
-        shade = 0.35 + 0.65 * (j + 1) / len(ordered)
+    thetas = adapted_params(model, xs, ys, inner_lr=inner_lr, steps=steps, params=params)  # keys sorted
+    for j, s in enumerate(thetas):
+        shade = 0.35 + 0.65 * (j + 1) / len(thetas)
         label = "pre-update" if s == 0 else f"{s} grad step{'s' if s > 1 else ''}"
         ax.plot(x[:, 0], predict(model, x, thetas[s])[:, 0].float(), linestyle=":", linewidth=2,
                 color=color, alpha=shade, label=label)

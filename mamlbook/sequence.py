@@ -1,23 +1,13 @@
 """Model-agnostic means any model: MAML on an LSTM followed by a linear layer (chapter 9).
 
-**Task family — sinusoid walks.** A task is the paper's sine y = A·sin(x − φ), A ~ U[0.1, 5],
-φ ~ U[0, π] (Finn et al. 2017 §5.1). One example is a walk along the x axis, read as a
-sequence of L numbers: the start x₀ first, then L − 1 moves Δ_t ~ U[−0.5, 0.5]. Its target is
-the sine where the walk ends,
+Task family, sinusoid walks (notebook 09, section 1): a task is the paper's sine y = A·sin(x − φ);
+an example is a walk of L numbers, its start x₀ then L − 1 moves Δ_t ~ U[−0.5, 0.5], and its target is
+the sine where it ends, x_end ~ U[−5, 5]. The network is never shown x_end: it has to add the moves
+up in its state, and learn A and φ from the K support walks, which is MAML's inner loop's job.
 
-    y = A·sin(x_end − φ),   x_end = x₀ + Σ_t Δ_t,   x_end ~ U[−5, 5] (the paper's input range).
-
-So the targets are exactly the sinusoid regression of chapter 2, but the network is never
-shown the position: a recurrent network has to add it up in its state, one step at a time,
-then map it through the task's sine. What a task changes (A, φ) can only be learnt from its
-K support walks, which is what MAML's inner loop does.
-
-**Models.** :class:`LSTMRegressor` is an LSTM followed by a linear layer on the last hidden
-state. With ``lstm="torch"`` it uses ``nn.LSTM`` (cuDNN on a GPU; see :mod:`mamlbook.rnn`
-for why second-order MAML needs the native kernels there); with ``lstm="hand"`` it uses
-:class:`HandLSTM`, the same equations written out with ``torch`` operations, which
-``torch.func.vmap`` can batch over tasks. Both have the same parameter names and shapes, so
-one's weights load into the other.
+Models: :class:`LSTMRegressor` on ``nn.LSTM`` (cuDNN on a GPU; :mod:`mamlbook.rnn` says why
+second-order MAML needs the native kernels there) or on :class:`HandLSTM`, the same equations written
+out, which ``torch.func.vmap`` can batch over tasks; one's weights load into the other.
 """
 from __future__ import annotations
 
@@ -27,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tasks import AMP_RANGE, INPUT_RANGE, PHASE_RANGE, SinusoidBatch, sinusoid, uniform
+from .tasks import SinusoidBatch, sample_sinusoid_tasks, uniform
 
 __all__ = ["SEQ_LEN", "MOVE_RANGE", "HIDDEN", "sample_walk_tasks", "walk_end", "walks_ending_at", "HandLSTM",
            "LSTMRegressor", "WalkConfig", "walk_batches"]
@@ -51,19 +41,10 @@ def sample_walk_tasks(num_tasks: int, k_shot: int, k_query: int | None = None, *
         seq_len: L ≥ 1, the length of each walk (the start, then L − 1 moves).
         generator: a seeded ``torch.Generator`` for reproducible tasks.
     """
-    if num_tasks <= 0 or k_shot <= 0:
-        raise ValueError(f"num_tasks and k_shot must be positive, got {num_tasks} and {k_shot}")
-    k_query = k_shot if k_query is None else k_query
-    if k_query <= 0:
-        raise ValueError(f"k_query must be positive, got {k_query}")
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1 (the start), got {seq_len}")
-    amp = uniform((num_tasks,), *AMP_RANGE, generator)                        # (T,)
-    phase = uniform((num_tasks,), *PHASE_RANGE, generator)                    # (T,)
-    end = uniform((num_tasks, k_shot + k_query, 1), *INPUT_RANGE, generator)  # (T, K+Q, 1)
-    x = walks_ending_at(end, seq_len, generator=generator)                    # (T, K+Q, L, 1)
-    y = sinusoid(end, amp[:, None, None], phase[:, None, None])               # (T, K+Q, 1)
-    return SinusoidBatch(x[:, :k_shot], y[:, :k_shot], x[:, k_shot:], y[:, k_shot:], amp, phase)
+    b = sample_sinusoid_tasks(num_tasks, k_shot, k_query, generator=generator)  # A, φ; the walks' ends as x
+    end = torch.cat([b.x_support, b.x_query], dim=1)                             # (T, K+Q, 1)
+    x = walks_ending_at(end, seq_len, generator=generator)                       # (T, K+Q, L, 1)
+    return SinusoidBatch(x[:, :k_shot], b.y_support, x[:, k_shot:], b.y_query, b.amplitude, b.phase)
 
 
 def walk_end(x: torch.Tensor) -> torch.Tensor:

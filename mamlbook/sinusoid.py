@@ -233,14 +233,11 @@ def paper_protocol(*, iterations: int = 70_000, baseline_iterations: int = 70_00
                    progress: bool = True) -> dict:
     """The paper's sinusoid experiment (§5.1, App. B, App. C.1), as chapter 2 runs it; returns a JSON-able dict.
 
-    ONE MAML model meta-trained with ``k_train`` = 10 (the paper's other settings, the official code's
-    meta-batch 25, β = 1e-3 and iteration count), the pretrained and oracle baselines trained on the
-    same task stream, then each model tested at every K in ``k_test`` on the same ``num_tasks`` tasks
-    (``EVAL_SEED``): MAML at its α, the pretrained network at the step size tuned on separate tasks for
-    each step count, the oracle without adaptation. Per K it records mean ± 95% CI and median after
-    0..max_steps steps, the paired MAML − pretrained difference (mean ± 95% CI of the per-task
-    differences), how many tasks end ``max_steps`` MAML steps worse than they started, and the
-    per-step MSE of the task that ends worst (the one that decides the mean when adaptation diverges).
+    The protocol: README.md, section "Sinusoid regression (chapter 2)". Per K in ``k_test`` it records
+    mean ± 95% CI and median after 0..max_steps steps, the paired MAML − pretrained difference (mean ±
+    95% CI of the per-task differences), how many tasks end ``max_steps`` MAML steps worse than they
+    started, and the per-step MSE of the task that ends worst (the one that decides the mean when
+    adaptation diverges).
     """
     start, load_before = time.perf_counter(), os.getloadavg()
     cfg = SinusoidConfig(k_shot=k_train, iterations=iterations, seed=seed)

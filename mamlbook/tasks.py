@@ -10,11 +10,11 @@ draws 2K points per task and splits them K / K).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-__all__ = ["AMP_RANGE", "PHASE_RANGE", "INPUT_RANGE", "SinusoidBatch", "uniform", "sinusoid",
+__all__ = ["AMP_RANGE", "PHASE_RANGE", "INPUT_RANGE", "MetaBatch", "SinusoidBatch", "uniform", "sinusoid",
            "sample_sinusoid_tasks"]
 
 # The paper's ranges (Section 5.1; cbfinn/maml data_generator.py uses the same numbers).
@@ -23,8 +23,26 @@ PHASE_RANGE = (0.0, math.pi)
 INPUT_RANGE = (-5.0, 5.0)
 
 
+class MetaBatch:
+    """A meta-batch of T tasks: a dataclass of tensors, task first, beginning with
+    ``x_support, y_support, x_query, y_query`` (:class:`SinusoidBatch`, :class:`mamlbook.data.Episodes`)."""
+
+    @property
+    def num_tasks(self) -> int:
+        return self.x_support.shape[0]
+
+    def to(self, device=None, dtype=None):
+        """The same meta-batch on ``device``; ``dtype`` converts the floating-point tensors (labels stay int)."""
+        return type(self)(*(t.to(device, dtype if t.is_floating_point() else None)
+                            for t in (getattr(self, f.name) for f in fields(self))))
+
+    def task(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The i-th task as (x_support, y_support, x_query, y_query)."""
+        return self.x_support[i], self.y_support[i], self.x_query[i], self.y_query[i]
+
+
 @dataclass
-class SinusoidBatch:
+class SinusoidBatch(MetaBatch):
     """A meta-batch of T sinusoid tasks, each with support and query sets.
 
     Shapes: ``x_support``/``y_support`` (T, K, 1), ``x_query``/``y_query`` (T, Q, 1),
@@ -37,20 +55,6 @@ class SinusoidBatch:
     y_query: torch.Tensor
     amplitude: torch.Tensor
     phase: torch.Tensor
-
-    @property
-    def num_tasks(self) -> int:
-        return self.x_support.shape[0]
-
-    def to(self, device=None, dtype=None) -> "SinusoidBatch":
-        """Move every tensor to ``device``/``dtype``."""
-        return SinusoidBatch(*(t.to(device=device, dtype=dtype) for t in
-                               (self.x_support, self.y_support, self.x_query, self.y_query,
-                                self.amplitude, self.phase)))
-
-    def task(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The i-th task as (x_support, y_support, x_query, y_query), each (K or Q, 1)."""
-        return self.x_support[i], self.y_support[i], self.x_query[i], self.y_query[i]
 
 
 def uniform(shape, low, high, generator):

@@ -28,6 +28,14 @@ def test_shapes_and_dtypes_of_a_meta_batch():
     assert e.x_support.dtype == torch.float32 and e.y_support.dtype == torch.int64
 
 
+def test_to_a_dtype_converts_the_images_and_keeps_labels_integer():
+    e = EpisodeSampler(labelled_split(), n_way=5, k_shot=2, k_query=3).sample(2)
+    d = e.to("cpu", torch.float64)
+    assert d.x_support.dtype == d.x_query.dtype == torch.float64
+    assert d.y_support.dtype == d.y_query.dtype == d.classes.dtype == torch.int64
+    assert torch.equal(d.y_query, e.y_query) and torch.equal(d.x_support, e.x_support.double())
+
+
 def test_labels_are_0_to_n_minus_1_grouped_by_class():
     e = EpisodeSampler(labelled_split(), n_way=5, k_shot=2, k_query=3).sample(4)
     assert e.y_support[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]

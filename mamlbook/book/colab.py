@@ -2,12 +2,8 @@
 
 Every chapter's Open-in-Colab badge and install cell.
 
-On Colab the package is not installed when a notebook's first cell runs, so that cell
-cannot import anything from here: it is the self-contained snippet :data:`COLAB_CELL`,
-pasted as the first code cell of every notebook (``tests/test_colab.py`` checks that its
-URL is :data:`REPO_URL` and that it does nothing outside Colab). Colab already ships torch,
-torchvision, numpy, matplotlib, tqdm and Pillow, so the package is installed with ``--no-deps``:
-torch, built for Colab's CUDA, is never reinstalled.
+The first cell of every notebook is the self-contained :data:`COLAB_CELL` (on Colab the package is
+not installed yet, so it cannot import from here); why ``--no-deps``: docs/colab_binder.md.
 """
 from __future__ import annotations
 
@@ -17,7 +13,7 @@ import subprocess
 import sys
 
 __all__ = ["REPO_URL", "BRANCH", "COLAB_PREINSTALLED", "COLAB_MISSING", "colab_install_command", "COLAB_CELL",
-           "in_colab", "setup_colab", "colab_url", "binder_url", "colab_badge", "binder_badge"]
+           "setup_colab", "colab_url", "binder_url", "colab_badge", "binder_badge"]
 
 # The repository the notebooks install from and link to. PLACEHOLDER until the book has its
 # public home: change it here, then update COLAB_CELL in every notebook (a test compares them).
@@ -53,17 +49,12 @@ def _cell(command: str) -> str:
 COLAB_CELL = _cell(colab_install_command())
 
 
-def in_colab() -> bool:
-    """True when running in a Google Colab kernel."""
-    return "google.colab" in sys.modules
-
-
 def setup_colab(run=subprocess.run) -> bool:
     """On Colab, install the package (see :func:`colab_install_command`); elsewhere do nothing.
 
     Returns True if it installed, False if not on Colab.
     """
-    if not in_colab():
+    if "google.colab" not in sys.modules:              # not in a Google Colab kernel
         return False
     run([sys.executable, "-m", *shlex.split(colab_install_command())], check=True)
     return True

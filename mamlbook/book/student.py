@@ -6,22 +6,9 @@ Every chapter's student version (docs/instructor.md).
     python -m mamlbook.book.student --check                               # exit 1 if out of date
     python -m mamlbook.book.student --execute                             # run them, report errors
 
-The instructor notebooks use nbgrader's markers inside code cells:
-
-    def zero_predictor_mse(a, b):
-        ### BEGIN SOLUTION
-        return ...
-        ### END SOLUTION
-
-Each solution region becomes nbgrader's stub, at the marker's indentation
-(``# YOUR CODE HERE`` / ``raise NotImplementedError()``); ``### BEGIN HIDDEN TESTS`` …
-``### END HIDDEN TESTS`` regions are removed. A markdown solution region becomes
-``YOUR ANSWER HERE``. The output depends only on the input notebook, so CI can regenerate
-and compare bytes. Notebooks without a solution region get no student version.
-
-An *exercise cell* is a code cell that holds a solution region (tagged ``exercise`` in the
-student version); it and every code cell after the first one (the check cells) may fail in a
-student version, and only with ``NotImplementedError``. Every cell before must run cleanly.
+What the generator does with nbgrader's ``### BEGIN SOLUTION`` / ``### END SOLUTION`` and
+``### BEGIN HIDDEN TESTS`` markers, and what a student version may fail with: docs/instructor.md,
+section "Student versions".
 """
 from __future__ import annotations
 

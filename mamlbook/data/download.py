@@ -1,13 +1,6 @@
 """Checked downloads: temp file, resume, checksum, HTML detection, atomic move into place.
 
-Chapter 5's downloads.
-
-``download(url, dest, sha256=...)`` writes ``dest.part`` in the target folder, resumes it
-with an HTTP ``Range`` request after a broken connection (or restarts when the server
-ignores ranges), refuses an HTML page served instead of the file (quota, login and error
-pages), verifies the SHA-256 (or MD5 where that is all that is published) and only then
-``os.replace``-s the file into place. On failure nothing is left at ``dest`` and the
-partial file is removed; an interrupted run (Ctrl-C) keeps ``dest.part`` to resume from.
+Chapter 5's downloads. What :func:`download` does, step by step: docs/data.md, section "Checked downloads".
 """
 from __future__ import annotations
 

@@ -2,16 +2,14 @@
 
 The tested copy of chapter 5's episode sampler.
 
-A *split* (:class:`ClassImages`) holds every image of its classes once, as one uint8
-tensor ``(num_classes, per_class, H, W, C)`` on the target device. :class:`EpisodeSampler`
-draws T tasks at once: for each task N distinct classes, and in each class K + Q distinct
-images (K support, Q query). Everything is index arithmetic on that tensor: no DataLoader,
-no per-episode decoding. Labels are remapped to 0..N−1 in every task (label j is the
-task's j-th drawn class, so the same class gets different labels in different tasks).
+A split (:class:`ClassImages`) is one uint8 tensor on the target device; :class:`EpisodeSampler`
+gathers T tasks from it by index arithmetic alone (no DataLoader, no per-episode decoding). Label j
+is the task's j-th drawn class, so a class gets different labels in different tasks. Shapes and
+timings: docs/data.md, section "Episodes and their speed".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Sequence
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import BadFileError, OptionError
+from ..tasks import MetaBatch
 
 __all__ = ["ROT_SEP", "ClassImages", "base_class", "check_disjoint", "Episodes", "EpisodeSampler"]
 
@@ -147,7 +146,7 @@ def check_disjoint(splits: dict[str, ClassImages]) -> None:
 
 
 @dataclass
-class Episodes:
+class Episodes(MetaBatch):
     """A meta-batch of T N-way tasks.
 
     Shapes: ``x_support`` (T, N·K, C, H, W) float32, ``y_support`` (T, N·K) int64,
@@ -161,17 +160,6 @@ class Episodes:
     x_query: torch.Tensor
     y_query: torch.Tensor
     classes: torch.Tensor
-
-    @property
-    def num_tasks(self) -> int:
-        return self.x_support.shape[0]
-
-    def task(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Task i as (x_support, y_support, x_query, y_query)."""
-        return self.x_support[i], self.y_support[i], self.x_query[i], self.y_query[i]
-
-    def to(self, device) -> "Episodes":
-        return Episodes(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 class EpisodeSampler:

@@ -1,13 +1,7 @@
 """Generated stand-ins for Omniglot and mini-ImageNet, in the real on-disk formats.
 
-Chapters 5–7's fast mode without the real data, and the tests.
-
-For tests and fast mode only, where the real data cannot be had. The files are written
-exactly as the real distributions are (zips of 105×105 1-bit PNGs; JPEG folders, CSVs,
-pickles), so the real loaders run on them. Each stand-in holds a ``FAKE_DATASET.txt``
-marker; the loaders see it, set ``ClassImages.fake`` and put "FAKE" in the split's name.
-Classes are learnable: each Omniglot-like character is a fixed set of random strokes that
-every "drawer" jitters; each mini-ImageNet-like class has its own colour and stripe pattern.
+Chapters 5–7's fast mode without the real data, and the tests; nothing else. The real loaders read
+them, see the ``FAKE_DATASET.txt`` marker and say FAKE: docs/data.md, section "The FAKE stand-in".
 """
 from __future__ import annotations
 

@@ -3,14 +3,11 @@
 Chapter 5's loaders use it.
 
 Every loader in :mod:`mamlbook.data` turns a file it cannot use into a :class:`~mamlbook.errors.BadFileError`
-whose message is ONE line: the file, what is wrong with it, and what to do, e.g.
-
-    data/omniglot/images_background_small1.zip is truncated (41,230 bytes; the download or copy
-    stopped early); delete it and download again with mamlbook.data.download_omniglot_small('data')
-
-(one line in reality). The command line prints it after ``error:`` and exits with code 2. Loaders
-only read: a file they cannot use is left exactly as it was, and caches are written (:func:`write_cache`)
-to a temporary file that is renamed into place only once it is complete (:func:`mamlbook.runs.atomic_file`).
+whose message is ONE line (see :mod:`mamlbook.errors`): the file, what is wrong with it, and what to do,
+e.g. "data/omniglot/images_background_small1.zip is truncated (41,230 bytes; the download or copy stopped
+early); delete it and download again with mamlbook.data.download_omniglot_small('data')". Loaders only
+read: a file they cannot use is left exactly as it was, and caches are written (:func:`write_cache`) to a
+temporary file that is renamed into place only once it is complete (:func:`mamlbook.runs.atomic_file`).
 """
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ import struct
 import warnings
 import zipfile
 import zlib
+from typing import Sequence
 
 import numpy as np
 
@@ -27,7 +25,7 @@ from ..runs import atomic_file
 from .download import looks_like_html
 
 __all__ = ["DatasetNotFoundError", "KINDS", "IMAGE_ERRORS", "NPZ_ERRORS", "one_line", "read_head", "describe",
-           "bad_file", "bad_bytes", "write_cache"]
+           "bad_file", "bad_bytes", "read_cache", "write_cache"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -114,6 +112,18 @@ def bad_bytes(name: str, data: bytes, kind: str, fix: str,
               error: BaseException | None = None) -> BadFileError:
     """:func:`bad_file` for bytes that are not a file of their own (a zip member): "<name> ...; <fix>"."""
     return BadFileError(one_line(f"{name} {describe(data[:64], len(data), kind, error)}; {fix}"))
+
+
+def read_cache(path: str | os.PathLike, version: int, keys: Sequence[str], **expected: str):
+    """``({key: array}, None)`` from a cache that :func:`write_cache` wrote with ``version`` (and ``expected``
+    values, e.g. ``source_id``); ``(None, None)`` from another; ``(None, error)`` if missing or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != version or any(str(z[k]) != v for k, v in expected.items()):
+                return None, None
+            return {k: z[k] for k in keys}, None
+    except NPZ_ERRORS as err:
+        return None, err
 
 
 def write_cache(path: str | os.PathLike, what: str, **arrays) -> None:

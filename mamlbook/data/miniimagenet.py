@@ -2,20 +2,11 @@
 
 Chapters 5 and 7.
 
-100 ImageNet classes × 600 images at 84×84, split 64 / 16 / 20 classes (meta-train / val /
-test). Three layouts are read, by the same loader, in this order of preference:
-
-1. learn2learn's pickles ``mini-imagenet-cache-{train,validation,test}.pkl``: a dict with
-   ``image_data`` (N, 84, 84, 3) uint8 and ``class_dict`` {wnid: [row indices]}. They are
-   read with :mod:`mamlbook.data.safe_pickle` (NumPy arrays and plain containers only).
-2. ``images/`` (JPEGs named like ``n0153282900000005.jpg``) + Ravi & Larochelle's
-   ``train.csv``/``val.csv``/``test.csv`` (header ``filename,label``).
-3. class folders ``train|val|test/<wnid>/*.jpg`` (cbfinn/maml's ``proc_images.py`` layout).
-
-The first read converts the split to a compact cache ``mini-imagenet-<split>.npz``
-((N, 84, 84, 3) uint8, labels, wnids) that later reads load in seconds. Images that are not
-84×84 are resized with PIL's LANCZOS filter, as the original preprocessing
-(cbfinn/maml ``proc_images.py``) did. Classes are sorted by wnid, images by file name.
+100 ImageNet classes × 600 images at 84×84, split 64 / 16 / 20 classes (meta-train / val / test), from
+the first layout found of (c) learn2learn's pickles (read with :mod:`mamlbook.data.safe_pickle`), (a)
+``images/`` + Ravi & Larochelle's CSVs, (b) class folders ``train|val|test/<wnid>/*.jpg``. The first read
+writes the cache ``mini-imagenet-<split>.npz``. Files, checksums and what the loader does (LANCZOS
+resizing, sort order): docs/data.md, section "mini-ImageNet".
 """
 from __future__ import annotations
 
@@ -35,13 +26,13 @@ from ..errors import BadFileError, OptionError
 from .download import file_hash, looks_like_html
 from .episodes import ClassImages
 from .fake import FAKE_MARKER
-from .files import IMAGE_ERRORS, NPZ_ERRORS, DatasetNotFoundError, bad_file, one_line, write_cache
+from .files import IMAGE_ERRORS, DatasetNotFoundError, bad_file, one_line, read_cache, write_cache
 from .paths import default_data_root
 from .safe_pickle import safe_load
 
 __all__ = ["SPLITS", "SIZE", "NUM_CLASSES", "IMAGES_PER_CLASS", "PICKLE_NAMES", "CSV_SHA256", "CSV_HEADER",
            "HELP", "DatasetNotFoundError", "detect_format", "read_split_csv", "read_images_csv",
-           "read_class_folders", "read_pickle", "cache_path", "load_miniimagenet", "verify_miniimagenet"]
+           "read_class_folders", "read_pickle", "load_miniimagenet", "verify_miniimagenet"]
 
 SPLITS = ("train", "val", "test")
 SIZE = 84
@@ -231,10 +222,6 @@ def read_pickle(root: str | Path, split: str):
     return images, labels, wnids
 
 
-def cache_path(cache_dir: str | Path, split: str) -> Path:
-    return Path(cache_dir) / f"mini-imagenet-{split}.npz"
-
-
 def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
                       cache_dir: str | Path | None = None, rebuild: bool = False,
                       progress: bool = True) -> ClassImages:
@@ -258,20 +245,19 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
     """
     split = _split_name(split)
     root = Path(root) if root is not None else default_data_root() / "miniimagenet"
-    cache = cache_path(cache_dir or root, split)
+    cache = Path(cache_dir or root) / f"mini-imagenet-{split}.npz"
     fake = (root / FAKE_MARKER).exists()
-    arrays, cache_error = None, None
+    cached, cache_error = None, None
     if cache.is_file() and not rebuild:
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if int(z["version"]) == CACHE_VERSION:
-                    arrays = z["images"], z["labels"], [str(w) for w in z["wnids"]], str(z["source_format"])
-                    fake = fake or bool(z["fake"])
-        except NPZ_ERRORS as err:
-            cache_error = err
-            warnings.warn(f"the mini-ImageNet cache {cache} cannot be read ({one_line(err)}); reading the "
-                          "source files again", stacklevel=2)
-    if arrays is None:
+        keys = ("images", "labels", "wnids", "source_format", "fake")
+        cached, cache_error = read_cache(cache, CACHE_VERSION, keys)
+    if cache_error is not None:
+        warnings.warn(f"the mini-ImageNet cache {cache} cannot be read ({one_line(cache_error)}); "
+                      "reading the source files again", stacklevel=2)
+    if cached is not None:
+        images, labels, fmt = cached["images"], cached["labels"], str(cached["source_format"])
+        wnids, fake = [str(w) for w in cached["wnids"]], fake or bool(cached["fake"])
+    else:
         try:
             fmt = detect_format(root, split)
         except DatasetNotFoundError as err:
@@ -284,8 +270,6 @@ def load_miniimagenet(root: str | Path | None = None, split: str = "train", *,
         images, labels, wnids = read(root, split, progress) if read else read_pickle(root, split)
         write_cache(cache, "mini-ImageNet", images=images, labels=labels, wnids=np.array(wnids),
                     source_format=np.array(fmt), fake=np.array(fake), version=np.array(CACHE_VERSION))
-        arrays = images, labels, wnids, fmt
-    images, labels, wnids, fmt = arrays
     if fake:
         print(f"FAKE DATA: {root} is a generated stand-in for mini-ImageNet, not the real images.")
     return ClassImages.from_flat(images, labels, wnids, fake=fake, meta={"format": fmt, "root": str(root)},

@@ -2,32 +2,10 @@
 
 Chapters 5, 6 and 8.
 
-Sources, all read by the same code: an official zip (``images_background.zip``,
-``images_background_small1.zip``, ...), or its extracted folder. The full sets are
-downloaded through ``torchvision.datasets.Omniglot`` (which checks their MD5); the small
-sets through :func:`mamlbook.data.download.download` with their SHA-256.
-
-Conventions (the ones MAML's code uses):
-- a class is one character, named ``Alphabet/characterNN``; classes are SORTED by name
-  (torchvision and ``os.listdir`` list them in file-system order, which differs between
-  machines), and each class's 20 drawings are sorted by file name;
-- images are inverted, so strokes are bright (255 → 1.0) on a dark background (0);
-- images are resized from 105×105 to 28×28; rotations by 90/180/270° are extra classes.
-
-Split presets (characters, before rotations):
-- ``"small"``: meta-train on all of ``images_background_small1`` (136), meta-test on
-  ``images_background_small2``'s Japanese_(katakana), Sanskrit and Tagalog (106); no
-  meta-val (Greek and Latin are in both small sets, so they cannot serve).
-- ``"vinyals"``: 1028 / 172 / 423 (Vinyals et al. 2016; the validation alphabets of Ravi &
-  Larochelle / Snell et al.): sort all 1,623 characters (background alphabets, then
-  evaluation alphabets); the last 423 are meta-test; of the first 1,200, the 172
-  characters of Armenian, Bengali, Early_Aramaic, Hebrew and Mkhedruli_(Georgian) are
-  meta-val and the other 1,028 meta-train.
-- ``"maml"``: 1100 / 100 / 423, as in cbfinn/maml ``data_generator.py``: all 1,623
-  characters shuffled with Python's ``random.seed(1)``, then the first 1,100 meta-train,
-  the next 100 meta-val and the remaining 423 meta-test. The original shuffled
-  ``os.listdir`` order, which is not reproducible across machines; we shuffle the sorted
-  list, so the split is the same everywhere (but not the exact characters of the paper).
+The sources (official zips or their extracted folders, the small sets downloaded with their SHA-256,
+the full sets through ``torchvision.datasets.Omniglot``), the conventions (classes sorted by name,
+strokes inverted to bright, resized to 28×28, rotations as extra classes) and the split presets
+``"small"``, ``"vinyals"`` and ``"maml"``: docs/data.md, section "Omniglot".
 """
 from __future__ import annotations
 
@@ -48,7 +26,7 @@ from ..errors import BadFileError, OptionError
 from .download import download, file_hash
 from .episodes import ClassImages, check_disjoint
 from .fake import FAKE_MARKER, make_fake_omniglot
-from .files import IMAGE_ERRORS, NPZ_ERRORS, DatasetNotFoundError, bad_bytes, bad_file, one_line, write_cache
+from .files import IMAGE_ERRORS, DatasetNotFoundError, bad_bytes, bad_file, one_line, read_cache, write_cache
 from .paths import data_roots, default_cache_dir, default_data_root, find_data
 
 __all__ = ["SIZE", "SMALL_SHA256", "FULL_MD5", "RESIZE_MODES", "HELP", "decode", "read_omniglot",
@@ -163,9 +141,7 @@ def _set_name(source: Path) -> str:
 
 def _decode_png(png: bytes, where: str, source: Path, size: int, resize: str) -> np.ndarray:
     try:
-        return decode(png, size, resize)
-    except OptionError:
-        raise
+        return decode(png, size, resize)              # resize is checked by read_omniglot, the only caller
     except IMAGE_ERRORS as err:
         fix = (_fix(source) if source.is_file() else
                f"replace it with a good copy (unzip the official zip again); {_fix(source)}")
@@ -210,7 +186,8 @@ def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczo
         raise bad_file(source, "zip", f"make it readable or replace it; {_fix(source)}", err) from err
     cache_name = f"omniglot-{_set_name(source)}-{size}px-{resize}.npz"
     cache_file = Path(cache_dir or default_cache_dir()) / cache_name
-    arrays = _load_cache(cache_file, sid) if cache else None
+    keys = ("images", "labels", "class_names", "files")
+    arrays = read_cache(cache_file, CACHE_VERSION, keys, source_id=sid)[0] if cache else None  # None: decode
     if arrays is None:
         arrays = _decode_all(source, size, resize)
         if cache:
@@ -222,16 +199,6 @@ def read_omniglot(source: str | Path, *, size: int = SIZE, resize: str = "lanczo
     return ClassImages.from_flat(arrays["images"], arrays["labels"], [str(n) for n in arrays["class_names"]],
                                  name=("FAKE " if fake else "") + f"omniglot/{set_name}", fake=fake,
                                  meta={"set": set_name, "char_ids": char_ids, "size": size, "resize": resize})
-
-
-def _load_cache(path: Path, sid: str):
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) != CACHE_VERSION or str(z["source_id"]) != sid:
-                return None
-            return {k: z[k] for k in ("images", "labels", "class_names", "files")}
-    except NPZ_ERRORS:
-        return None                                    # missing, stale or damaged: decode again
 
 
 def concat_sets(sets: Sequence[ClassImages], name: str) -> ClassImages:
@@ -298,7 +265,7 @@ def omniglot_splits(preset: str = "small", root: str | Path | None = None, *,
     """Class-disjoint meta-train/val/test splits of Omniglot, with rotated copies as classes.
 
     Args:
-        preset: ``"small"``, ``"vinyals"`` or ``"maml"`` (see the module docstring).
+        preset: ``"small"``, ``"vinyals"`` or ``"maml"`` (see docs/data.md, section "Omniglot").
         root: folder with the data: for ``"small"``, the two ``images_background_small*.zip``
             (default: found by :func:`find_omniglot_small`); for the full presets, the folder
             given to :func:`download_omniglot_full`.
@@ -341,9 +308,8 @@ def download_omniglot_small(root: str | Path | None = None, *, base_url: str | N
     """
     folder = Path(root or default_data_root()) / "omniglot"
     base = (base_url or OMNIGLOT_URL).rstrip("/")
-    small1, small2 = (download(f"{base}/{name}.zip", folder / f"{name}.zip", sha256=sha, **download_kwargs)
-                      for name, sha in SMALL_SHA256.items())
-    return small1, small2
+    return tuple(download(f"{base}/{name}.zip", folder / f"{name}.zip", sha256=sha, **download_kwargs)
+                 for name, sha in SMALL_SHA256.items())
 
 
 def download_omniglot_full(root: str | Path | None = None) -> tuple[Path, Path]:

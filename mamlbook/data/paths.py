@@ -1,14 +1,6 @@
 """Where the book looks for data, and where it writes downloads and caches.
 
-Chapters 5–8.
-
-Search order for existing files (first hit wins):
-  1. ``$MAMLBOOK_DATA`` (set it to use a data folder anywhere on disk),
-  2. ``data/`` in the repository checkout (the default place for downloads),
-  3. ``../shared/data`` beside the checkout (the read-only copies used by the project's CI).
-
-Downloads go to ``$MAMLBOOK_DATA`` when it is set, else to the checkout's ``data/``;
-decoded caches go to ``<that folder>/cache`` (override with ``$MAMLBOOK_CACHE``).
+Chapters 5–8. The search order and the defaults: docs/data.md, section "Where data goes".
 """
 from __future__ import annotations
 
@@ -40,7 +32,8 @@ def default_cache_dir() -> Path:
 
 
 def data_roots() -> list[Path]:
-    """Every folder searched for data, in order (see the module docstring); missing ones left out."""
+    """The folders searched for data, in order, missing ones left out: ``$MAMLBOOK_DATA``, then the
+    checkout's ``data/`` and ``../shared/data`` beside it (outside a checkout: ``./data``)."""
     roots = []
     if os.environ.get(DATA_ENV):
         roots.append(Path(os.environ[DATA_ENV]).expanduser())

@@ -2,16 +2,10 @@
 
 Chapter 5's mini-ImageNet pickles.
 
-``pickle.load`` runs whatever callable the file names (a pickle can call ``os.system``);
-learn2learn's mini-ImageNet files are pickles, and a file from a mirror can be anything.
-:func:`safe_load` resolves only an allow-list of globals (NumPy's array and scalar
-reconstructors, ``numpy.dtype``, and ``_codecs.encode`` which protocol-2 pickles use for
-bytes). Dicts, lists, tuples, strings and numbers need no globals at all. Any other global
-is refused *before* it is looked up, so nothing from the file is ever called.
-
-A file that is not a readable pickle (empty, truncated, an HTML page, other bytes) raises
-:class:`BadPickleError` with a one-line message that says which; a refused global raises
-:class:`UnsafePickleError` (a BadPickleError too). Both are :class:`~mamlbook.errors.MamlbookError`.
+``pickle.load`` runs whatever callable the file names (a pickle can call ``os.system``), and a
+learn2learn file from a mirror can be anything. :func:`safe_load` resolves only :data:`ALLOWED_GLOBALS`
+(dicts, lists, tuples, strings and numbers need none) and refuses any other global *before* it is
+looked up, so nothing from the file is ever called.
 """
 from __future__ import annotations
 
