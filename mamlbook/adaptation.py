@@ -1,18 +1,11 @@
 """What test-time adaptation changes, what non-mutually-exclusive tasks teach, and what a meta-step costs (chapter 10).
 
-Chapter 10 asks whether meta-learning is needed. Its measurements, one function each:
-
-- :func:`linear_cka`: how similar two representations of the same inputs are (linear centred kernel
-  alignment, Kornblith, Norouzi, Lee & Hinton, ICML 2019): 1 when one is an orthogonal transform of
-  the other up to scale, used to ask how much adaptation changes a network's body (Raghu, Raghu,
-  Bengio & Vinyals, ICLR 2020, measure the same question with CCA);
-- :func:`layer_features`: every named layer's output for one batch under given parameters θ;
-- :func:`relative_change`: ‖θ'ₗ − θₗ‖ / ‖θₗ‖ per tensor, how far adaptation moved each layer;
-- :func:`grouped_tasks`: N-way tasks whose label n always comes from group n of a fixed class pool
-  (non-mutually-exclusive tasks, Yin, Tucker, Zhou, Levine & Finn, ICLR 2020, "Meta-Learning without
-  Memorization"), or the same tasks with the labels shuffled per task;
-- :func:`meta_step_cost`: the time of one outer step and the memory its autograd graph holds
-  (:class:`mamlbook.compare.SavedGraphPeak`), for the cost of the meta-gradient against inner steps.
+Chapter 10 asks whether meta-learning is needed. Its measurements, one function each: how much
+adaptation changes a network's body (:func:`linear_cka`, linear centred kernel alignment: Kornblith,
+Norouzi, Lee & Hinton, ICML 2019; Raghu, Raghu, Bengio & Vinyals, ICLR 2020, ask the same with CCA;
+:func:`layer_features`, :func:`relative_change`), non-mutually-exclusive tasks (:func:`grouped_tasks`:
+Yin, Tucker, Zhou, Levine & Finn, ICLR 2020, "Meta-Learning without Memorization") and the cost of the
+meta-gradient against inner steps (:func:`meta_step_cost`).
 """
 from __future__ import annotations
 

@@ -10,12 +10,8 @@ The long runs of chapters 2 and 6–8 from a shell.
 
 ``train`` is one pipeline for every preset and every ``--algorithm``: parse → preset → problem
 (model, task stream, fixed val/test tasks) + learner → :func:`mamlbook.train.fit` → meta-test →
-run record. It writes ``OUT/checkpoint.pt`` (atomically, every ``--checkpoint-every`` iterations
-and at the end; ``--resume`` continues it bit-identically on a CPU), ``OUT/best.pt`` (best
-meta-validation score, classification presets), ``OUT/log.csv`` and ``OUT/metrics.json``
-(schema: the README's "The run record"). Every flag is honoured for every learner and preset, or
-refused with a one-line message naming the flag and the learner (exit code 2), as is every bad
-file or missing dataset; nothing already on disk is touched by a refused run.
+run record. What it writes, and how every flag is honoured or refused (exit code 2, one line naming the
+flag and the learner; nothing on disk touched): README, "Long runs from the command line".
 """
 from __future__ import annotations
 

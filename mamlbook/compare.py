@@ -45,7 +45,7 @@ from .problems import Problem, score, summarize_scores
 from .train import Batch, fit
 
 __all__ = ["SETTINGS", "CHAPTER8", "sinusoid_problem", "omniglot_problem", "tasks_digest", "SavedGraphPeak",
-           "Row", "compare", "task_scores", "evaluate", "format_table", "plot_comparison"]
+           "Row", "compare", "evaluate", "format_table", "plot_comparison"]
 
 # Settings shared by every algorithm on a problem are the MAML paper's (Finn et al. 2017):
 # sinusoids: K = 10, meta-batch 25, Adam β = 1e-3 (§5.1); Omniglot 5-way 1-shot: meta-batch 32,
@@ -75,12 +75,9 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "omniglot": {
         "maml": dict(inner_lr=2.0, inner_steps=1, test_steps=10),    # the book's protocol (chapter 6)
         "fomaml": dict(inner_lr=2.0, inner_steps=1, test_steps=10),
-        # openai/supervised-reptile README, 5-way 1-shot Omniglot: --inner-batch 10 --inner-iters 5
-        # --meta-step 1 --meta-step-final 0 --meta-batch 5 --meta-iters 100000 --eval-batch 5
-        # --eval-iters 50 --learning-rate 0.001 --train-shots 10; its inner optimizer is Adam with
-        # β1 = 0 (models.py DEFAULT_OPTIMIZER), not SGD. THIS BOOK DEVIATES: plain SGD at MAML's
-        # α = 2.0 (mean CE), 3 inner steps on the task's K + Q images, 5 steps at test, the race's
-        # shared meta-batch; only ε (1 annealed to 0) is Reptile's. These values produced
+        # Only ε (1 annealed to 0) is Reptile's: THIS BOOK DEVIATES from openai/supervised-reptile's README (chapter
+        # 8 quotes it; also --meta-iters 100000 --eval-batch 5) with plain SGD at MAML's α = 2.0 (mean CE), 3 inner
+        # steps on the task's K + Q images, 5 at test, the race's shared meta-batch. These values produced
         # results/compare/omniglot_full.md; a rerun with Reptile's own settings is still to do.
         "reptile": dict(inner_lr=2.0, inner_steps=3, outer_lr=1.0, outer_lr_final=0.0, test_steps=5),
         "anil": dict(inner_lr=2.0, inner_steps=1, test_steps=10),
@@ -90,10 +87,8 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "mamlpp": dict(inner_lr=0.1, inner_steps=5, anneal_epochs=10, iterations_per_epoch=500,
                        first_order_epochs=0),
         "protonet": dict(),   # Snell et al.: no α; Adam β = 1e-3 (their 60-way training episodes are not used)
-        # iMAML, GD (Rajeswaran et al. 2019, Table 2's caption): λ = 2.0, 5 CG steps, 16 inner steps for
-        # 5-way (25 for 20-way: pass inner_steps=25); α = 0.1 for the mean cross-entropy, the authors'
-        # README command (aravindr93/imaml_dev: --inner_lr 1e-1 --n_steps 16 --lam 2.0 --cg_steps 5).
-        # Meta-test with the same 16 steps (their measure_accuracy.py command).
+        # iMAML, GD: λ, CG steps, 16 inner steps (5-way; 25 for 20-way: pass inner_steps=25) and α as quoted in
+        # algorithms/imaml.py ("Settings"); meta-test with the same 16 steps (their measure_accuracy.py command).
         "imaml": dict(inner_lr=0.1, inner_steps=16, test_steps=16, lam=2.0, cg_steps=5),
         # Truncated backpropagation: this book's choice: MAML's α = 2.0 (mean CE), 5 inner steps (MAML's
         # 20-way count) differentiated through the last 1, 10 steps at test as the book's MAML.
@@ -286,16 +281,11 @@ def _run_one(problem: Problem, name: str, options: dict, test: Batch, digest: st
                diverged=r["diverged"], theta_finite=theta_finite)
 
 
-def task_scores(algo, test: Batch, kind: str) -> torch.Tensor:
-    """Per-task metric (tasks,) after ``algo.adapt`` on each test task's support set."""
-    x_s, y_s, x_q, y_q = test
-    return torch.tensor([score(kind, algo.adapt(x_s[i], y_s[i])(x_q[i]), y_q[i]) for i in range(x_s.shape[0])],
-                        dtype=torch.float64)
-
-
 def evaluate(algo, problem: Problem, test: Batch) -> torch.Tensor:
     """Per-task metric (tasks,) after ``algo.adapt`` on each test task's support set."""
-    return task_scores(algo, test, problem.kind)
+    x_s, y_s, x_q, y_q = test
+    return torch.tensor([score(problem.kind, algo.adapt(x_s[i], y_s[i])(x_q[i]), y_q[i])
+                         for i in range(x_s.shape[0])], dtype=torch.float64)
 
 
 def format_table(rows: Sequence[Row], digits: int | None = None) -> str:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .conv import batchnorm_params
-from .maml import LossFn, Params, batched_losses, check_inner, grads_of, resolve_batched
+from .maml import LossFn, Params, batched_losses, check_inner, expand_tasks, grads_of, resolve_batched
 
 __all__ = ["NUM_TEST_TASKS", "EvalResult", "mean_ci95", "summarize", "adaptation_curve"]
 
@@ -97,8 +97,7 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
                 p = sgd(p, grads)
         return torch.stack(values, dim=-1)
     if resolve_batched(model, batched):
-        task_params = {k: v.unsqueeze(0).expand(num_tasks, *v.shape).clone().requires_grad_()
-                       for k, v in params.items()}
+        task_params = {k: v.clone().requires_grad_() for k, v in expand_tasks(params, num_tasks).items()}
         return curve(task_params, lambda p: batched_losses(model, p, x_query, y_query, metric_fn),
                      lambda p: batched_losses(model, p, x_support, y_support, loss_fn).sum())  # (T, max_steps+1)
     return torch.stack([curve({k: v.clone().requires_grad_() for k, v in params.items()},

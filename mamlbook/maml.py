@@ -16,6 +16,7 @@ BatchNorm parameters at θ in the inner loop, as the official code does (the out
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -28,8 +29,8 @@ from .rnn import has_rnn, inner_loop_rnn_context
 
 __all__ = ["Params", "LossFn", "check_inner", "grads_of", "sgd_step", "adapt", "StepFn", "inner_loop",
            "expand_tasks", "batched_inner_loop", "resolve_batched", "batched_adapt", "batched_losses",
-           "TaskLoss", "mean_task_loss", "backward_per_task", "meta_loss", "task_query_loss",
-           "meta_backward"]
+           "TaskLoss", "mean_task_loss", "backward_detached", "backward_per_task", "query_losses", "meta_loss",
+           "task_query_loss", "meta_backward"]
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -136,9 +137,7 @@ def resolve_batched(model: nn.Module, batched: bool | str,
 
     ``"auto"`` loops over tasks for models with ``nn.LSTM``/``nn.GRU``/``nn.RNN`` layers (vmap
     cannot batch them), batches on a GPU, and on a CPU batches models without BatchNorm (MLPs: 5–7×
-    faster than the loop) but loops over tasks for conv + BatchNorm models, where the
-    per-task loop runs PyTorch's native kernels on big batches and ``vmap`` has to fall back
-    to grouped convolutions and a hand-written BatchNorm (measured slower on CPU: see
+    faster than the loop) but loops over conv + BatchNorm models (why ``vmap`` is slower there:
     ``docs/benchmarks.md``). Both paths give the same numbers; the tests check it in float64.
 
     Args:
@@ -197,19 +196,23 @@ def mean_task_loss(task_loss: TaskLoss, x_support: torch.Tensor, y_support: torc
     return total / x_support.shape[0]
 
 
+def backward_detached(loss: torch.Tensor) -> torch.Tensor:
+    """``loss.backward()``, then ``loss`` detached: what a learner's outer step reports."""
+    loss.backward()
+    return loss.detach()
+
+
 def backward_per_task(task_loss: TaskLoss, x_support: torch.Tensor, y_support: torch.Tensor,
                       x_query: torch.Tensor, y_query: torch.Tensor, *,
                       batched_loss: TaskLoss | None = None) -> torch.Tensor:
     """Accumulate the gradient of :func:`mean_task_loss` into the leaves' ``.grad``; return it detached.
 
     On the looped path each task's graph is differentiated and freed before the next task's is
-    built, so peak memory is one task's graph instead of the meta-batch's (on W2, ~0.2 GB
-    instead of ~2 GB); the batched path builds one graph for all tasks.
+    built, so peak memory is one task's graph instead of the meta-batch's (W2 on a CPU: 65 MB instead of
+    496 MB, docs/benchmarks.md); the batched path builds one graph for all tasks.
     """
     if batched_loss is not None:
-        loss = batched_loss(x_support, y_support, x_query, y_query).mean()
-        loss.backward()
-        return loss.detach()
+        return backward_detached(batched_loss(x_support, y_support, x_query, y_query).mean())
     num_tasks, total = x_support.shape[0], None
     for i in range(num_tasks):
         loss = task_loss(x_support[i], y_support[i], x_query[i], y_query[i]) / num_tasks
@@ -218,14 +221,22 @@ def backward_per_task(task_loss: TaskLoss, x_support: torch.Tensor, y_support: t
     return total
 
 
-def _maml_losses(model, params, batched, device, **kw):
-    """(one task's loss, the batched loss or None) for MAML's outer loss; ``kw``: :func:`adapt`'s options."""
+def query_losses(model: nn.Module, adapt_one: Callable, adapt_batched: Callable, loss_fn: LossFn,
+                 batched: bool | str, device) -> tuple[TaskLoss, TaskLoss | None]:
+    """(one task's query loss after ``adapt_one(x_s, y_s)``, the meta-batch's (T,) losses after
+    ``adapt_batched(x_s, y_s)`` or None where ``batched`` resolves to the loop): a learner's outer loss."""
     def task_loss(xs, ys, xq, yq):
-        return task_query_loss(model, params, xs, ys, xq, yq, **kw)
+        return loss_fn(functional_call(model, adapt_one(xs, ys), (xq,)), yq)
 
     def batched_loss(xs, ys, xq, yq):
-        return batched_losses(model, batched_adapt(model, params, xs, ys, **kw), xq, yq, kw["loss_fn"])
+        return batched_losses(model, adapt_batched(xs, ys), xq, yq, loss_fn)
     return task_loss, (batched_loss if resolve_batched(model, batched, device) else None)
+
+
+def _maml_losses(model, params, batched, device, **kw):
+    """:func:`query_losses` for MAML's outer loss; ``kw``: :func:`adapt`'s options."""
+    return query_losses(model, partial(adapt, model, params, **kw), partial(batched_adapt, model, params, **kw),
+                        kw["loss_fn"], batched, device)
 
 
 def meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,

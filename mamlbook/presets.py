@@ -8,21 +8,11 @@ Sources:
   mini-ImageNet) and ``utils.py`` (``xent`` = softmax cross-entropy / K per example, whose
   ``tf.gradients`` sums over the N·K support examples).
 
-**α is converted to PyTorch's MEAN cross-entropy**: the official inner loss is Σ xent / K
-over N·K examples = N × mean xent, so α_mean = N × α_official: 5-way Omniglot 0.4 → 2.0,
-20-way Omniglot 0.1 → 2.0, 5-way mini-ImageNet 0.01 → 0.05 (chapter 6 shows the equivalence).
-
-**So is the mini-ImageNet clip**: [C] ``maml.py`` clips each meta-gradient entry to ±10
-(``tf.clip_by_value``) on the gradient of its outer loss ``tf.reduce_sum(lossesb) / meta_batch_size``,
-whose per-example xent is divided by K: over the N·Q query images of a task that is
-(N·Q/K) × the mean cross-entropy. Our outer loss is the mean cross-entropy, whose gradient is
-K/(N·Q) times [C]'s, so [C]'s ±10 is ±10·K/(N·Q) here: 0.133 for 5-way 1-shot with Q = 15,
-0.667 for 5-shot (chapter 7; ``tests/test_presets.py`` checks the equivalence in float64).
-
-Test-time steps: [P] A.1 evaluates 5-way Omniglot with 3 steps and 20-way with 5; this book
-adapts with 10 steps at meta-test for every preset ([C]'s ``test_num_updates``; mini-ImageNet's
-10 is also [P]'s). Omniglot queries per class = K ([C]: ``update_batch_size`` for both sets);
-mini-ImageNet trains with 15 queries per class ([P] A.1, following Ravi & Larochelle).
+Unit conversions (α and the mini-ImageNet clip, both into PyTorch's MEAN cross-entropy: 5-way Omniglot
+α 0.4 → 2.0, 20-way 0.1 → 2.0, mini-ImageNet 0.01 → 0.05; clip ±10 → ±0.133 / ±0.667) and the 10 test-time
+steps: docs/classification.md, "Choices, stated once". Omniglot queries per class = K ([C]:
+``update_batch_size`` for both sets); mini-ImageNet trains with 15 queries per class ([P] A.1,
+following Ravi & Larochelle).
 """
 from __future__ import annotations
 

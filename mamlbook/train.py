@@ -9,10 +9,8 @@ the task generator and PyTorch's global RNG all come back. The checkpoint schema
 :mod:`mamlbook.runs`.
 
 Across processes (``torchrun``; :mod:`mamlbook.distributed`, set on the learner as ``learner.ranks``)
-the same loop runs on every rank: each draws the whole meta-batch and keeps its share, the
-learner averages the meta-gradient, the time budget is decided jointly, and rank 0 alone writes
-(checkpoints then also hold every rank's RNG state, ``torch_rng_ranks`` (N, ·), and torchrun's
-rendezvous id, ``elastic_run_id``). A checkpoint resumes on any number of ranks.
+the same loop runs on every rank, each keeping its share of the meta-batch; rank 0 alone writes
+(docs/distributed.md).
 
 :func:`meta_train` (MAML on a task stream, chapter 2's name) and :func:`pretrain` (the
 joint-training baseline) are the notebooks' thin wrappers.
@@ -21,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .algorithms.base import MAML, Algorithm, make_meta_optimizer
 from .errors import OptionError
-from .maml import LossFn
+from .maml import LossFn, backward_detached
 from .runs import atomic_write, load_checkpoint, save_checkpoint
 
 __all__ = ["Batch", "BatchFn", "as_batch", "History", "Run", "fit", "write_log", "meta_train", "pretrain",
@@ -275,9 +273,7 @@ def meta_train(model: nn.Module, sample_batch: BatchFn, *, iterations: int, inne
 
     run = fit(learner, lambda _: sample_batch(), generator=torch.Generator(), iterations=iterations,
               meta_lr=meta_lr, optimizer=optimizer, progress=progress, desc=desc, on_step=on_step)
-    history.iteration, history.loss = list(range(1, run.iteration + 1)), run.losses
-    history.wall_time_s = run.train_time_s
-    return history
+    return replace(run.history(), eval_iteration=history.eval_iteration, eval=history.eval)
 
 
 def pretrain(model: nn.Module, sample_batch: BatchFn, *, iterations: int, lr: float = 1e-3,
@@ -328,6 +324,4 @@ class JointTraining(Algorithm):
     supports = frozenset()
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
-        loss = self.loss_fn(self.model(x_s.flatten(0, 1)), y_s.flatten(0, 1))    # (T·K, ...): one big set
-        loss.backward()
-        return loss.detach()
+        return backward_detached(self.loss_fn(self.model(x_s.flatten(0, 1)), y_s.flatten(0, 1)))  # (T·K, ...)

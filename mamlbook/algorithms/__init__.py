@@ -42,10 +42,8 @@ body's support features. Classification only; they need ``num_classes`` = C.
                  Tian, Wang, Krishnan, Tenenbaum & Isola, ECCV 2020.
 - ``finetune``   the Baseline's head, then SGD on the whole network, as MAML's meta-test (:mod:`.transfer`).
 
-Options that cut across learners (``first_order``, ``grad_clip``, ``amp``, ``tf32``, ``compile``,
-``batched``) are implemented once in :class:`.base.Algorithm`; a learner that cannot honour one
-refuses it with a message. Each algorithm's per-problem settings and their sources are in
-:mod:`mamlbook.compare`.
+The options that cut across learners are :class:`.base.Algorithm`'s; each algorithm's per-problem
+settings and their sources are in :mod:`mamlbook.compare`.
 """
 from __future__ import annotations
 
@@ -83,7 +81,7 @@ _CLASSES = {c.name: c for c in (MAML, FOMAML, Reptile, ANIL, MetaSGD, MAMLPlusPl
 ALGORITHMS = tuple(_CLASSES)
 # The transfer baselines: they pretrain on flat (x, global label) batches and need num_classes.
 PRETRAINED = tuple(name for name, c in _CLASSES.items() if c.batches == "classes")
-CLASSIFICATION_ONLY = ("protonet", *PRETRAINED)       # no meaning for regression
+CLASSIFICATION_ONLY = tuple(name for name, c in _CLASSES.items() if c.classification_only)
 
 
 def make_algorithm(name: str, model: nn.Module, params: Params | None = None, *, problem: str,

@@ -29,25 +29,23 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ..maml import (
     LossFn,
     Params,
     backward_per_task,
     batched_inner_loop,
-    batched_losses,
     check_inner,
     expand_tasks,
     inner_loop,
     mean_task_loss,
-    resolve_batched,
+    query_losses,
     sgd_step,
 )
 from .base import Algorithm, default_head
 
-__all__ = ["HeadSpec", "split_head", "adapt_head", "batched_adapt_head", "anil_task_query_loss",
-           "anil_meta_loss", "anil_meta_backward", "ANIL"]
+__all__ = ["HeadSpec", "split_head", "adapt_head", "batched_adapt_head", "anil_meta_loss", "anil_meta_backward",
+           "ANIL"]
 
 HeadSpec = str | tuple[str, ...]
 
@@ -100,22 +98,10 @@ def batched_adapt_head(model: nn.Module, params: Params, x_support: torch.Tensor
     return {k: head_params[k] if k in head_params else body[k] for k in params}
 
 
-def anil_task_query_loss(model: nn.Module, params: Params, x_support: torch.Tensor,
-                         y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
-                         head: HeadSpec, inner_lr: float, inner_steps: int = 1,
-                         loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> torch.Tensor:
-    """One task's L_query(θ_b, θ_h'): the summand of :func:`anil_meta_loss`."""
-    adapted = adapt_head(model, params, x_support, y_support, head=head, inner_lr=inner_lr,
-                         inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
-    return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
-
-
 def _anil_losses(model, params, batched, device, **kw):
-    """(one task's loss, the batched loss or None) for ANIL's outer loss."""
-    def batched_loss(xs, ys, xq, yq):
-        return batched_losses(model, batched_adapt_head(model, params, xs, ys, **kw), xq, yq, kw["loss_fn"])
-    return (partial(anil_task_query_loss, model, params, **kw),
-            batched_loss if resolve_batched(model, batched, device) else None)
+    """:func:`~mamlbook.maml.query_losses` for ANIL's outer loss."""
+    return query_losses(model, partial(adapt_head, model, params, **kw),
+                        partial(batched_adapt_head, model, params, **kw), kw["loss_fn"], batched, device)
 
 
 def anil_meta_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,

@@ -76,14 +76,12 @@ class Algorithm:
         first_order: drop the second-order term (default: the class's, False but for FOMAML).
         grad_clip: clip every meta-gradient entry to ±grad_clip before the meta-optimizer's step.
         amp: mixed precision (bf16 autocast, or fp16 + GradScaler); CUDA only.
-        tf32: allow TF32 convolutions/matmuls on CUDA (off: on an H200 TF32 put the second-order
-            meta-gradient 1–11 % away from float64, :mod:`mamlbook.measure.precision`).
+        tf32: allow TF32 convolutions/matmuls on CUDA (off by default: docs/classification.md says why).
         compile: the ``torch.compile``-d meta-gradient, :func:`mamlbook.functional.make_meta_grad`
             (MAML and first-order MAML only).
         batched: True (vmap over tasks), False (loop) or "auto" (:func:`mamlbook.maml.resolve_batched`).
-        adapt_bn: adapt BatchNorm's parameters in the inner loop (the book's default), or hold them at θ
-            (False: the official code, whose fast weights leave out BatchNorm's shift β; the outer step
-            still learns them; refused for a model without BatchNorm).
+        adapt_bn: adapt BatchNorm's parameters in the inner loop (the book's default), or hold them at θ as
+            the official code does (docs/classification.md; refused for a model without BatchNorm).
         loss_fn: replaces the problem's loss (e.g. for a custom regression loss).
     """
 
@@ -91,6 +89,8 @@ class Algorithm:
     first_order = False
     has_inner_loop = True
     supports = frozenset({"first_order", "grad_clip", "tf32", "batched", "adapt_bn"})   # beyond the defaults
+    refusals: dict[str, str] = {}   # why it refuses an option not in ``supports`` (said in the error message)
+    classification_only = ""        # a classifier only: why it has no meaning for regression
     # What outer_step trains on (Problem.sampler): "episodes", meta-batches of tasks (T, K|Q, ...); or
     # "classes", flat (x, global label) batches of the meta-train classes (the pretraining baselines).
     batches = "episodes"
@@ -105,6 +105,9 @@ class Algorithm:
                  adapt_bn: bool = True, loss_fn: LossFn | None = None):
         if problem not in PROBLEMS:
             raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        if self.classification_only and problem != "classification":
+            raise OptionError(f"{self.name} {self.classification_only}; it has no meaning for {problem!r} "
+                              "(use a classification preset, or another algorithm)")
         if self.has_inner_loop and not (inner_lr is not None and inner_lr > 0 and inner_steps >= 1):
             raise OptionError(f"{self.name} needs inner_lr (α) > 0 and inner_steps ≥ 1, "
                               f"got {inner_lr}, {inner_steps}")
@@ -114,7 +117,8 @@ class Algorithm:
         for option, on in asked.items():
             if on and option not in self.supports:
                 flag = "no-adapt-bn" if option == "adapt_bn" else option.replace("_", "-")
-                raise OptionError(f"{flag} is not available for {self.name}: {self.refusal(option)}")
+                why = self.refusals.get(option, "this learner does not implement it")
+                raise OptionError(f"{flag} is not available for {self.name}: {why}")
         if not adapt_bn and not batchnorm_params(model):
             raise OptionError(f"no-adapt-bn is not available for {self.name} on {type(model).__name__}: "
                               "the model has no BatchNorm parameters to hold out of the inner loop")
@@ -129,10 +133,6 @@ class Algorithm:
         self.grad_clip, self.tf32, self.batched, self.adapt_bn = grad_clip, tf32, batched, adapt_bn
         self.amp = Amp.create(amp, self.device)
         self._meta_grad = self._compiled_meta_grad() if compile else None
-
-    def refusal(self, option: str) -> str:
-        """Why this learner refuses ``option`` (said in the error message)."""
-        return "this learner does not implement it"
 
     @property
     def device(self) -> torch.device:

@@ -51,7 +51,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OptionError
-from ..maml import Params
+from ..maml import Params, backward_detached
 from .base import Algorithm, default_head
 from .imaml import conjugate_gradient
 from .protonet import without_head
@@ -207,27 +207,21 @@ class Baseline(Algorithm):
     has_inner_loop = False
     supports = frozenset({"grad_clip", "tf32"})
     cosine = False
+    refusals = dict.fromkeys(("first_order", "batched", "adapt_bn"), "it pretrains an ordinary classifier on flat "
+                             "batches of images: no tasks, no meta-gradient")
+    classification_only = "pretrains a classifier over the meta-train classes"
 
-    def refusal(self, option: str) -> str:
-        if option in ("first_order", "batched", "adapt_bn"):
-            return "it pretrains an ordinary classifier on flat batches of images: no tasks, no meta-gradient"
-        return f"not implemented for {self.name}"
-
-    def __init__(self, model: nn.Module, params: Params | None = None, *, problem: str,
-                 num_classes: int | None = None, batch_size: int = 16,
-                 weight_decay: float = CHEN_WEIGHT_DECAY, head: str | None = None, max_iter: int = 1000,
-                 **kw):
-        if problem != "classification":
-            raise OptionError(f"{self.name} pretrains a classifier over the meta-train classes; it has no "
-                              f"meaning for {problem!r} (use a classification preset, or another algorithm)")
+    def __init__(self, model: nn.Module, params: Params | None = None, *, num_classes: int | None = None,
+                 batch_size: int = 16, weight_decay: float = CHEN_WEIGHT_DECAY, head: str | None = None,
+                 max_iter: int = 1000, **kw):
         self._check_inner_options(kw)
+        super().__init__(model, params, **kw)
         if not (num_classes and num_classes >= 2):
             raise OptionError(f"{self.name} needs num_classes ≥ 2, the number of meta-train classes its "
                               f"pretraining head covers (Problem.num_classes), got {num_classes}")
         if batch_size < 1 or max_iter < 1 or weight_decay < 0:
             raise OptionError(f"{self.name} needs batch_size ≥ 1, max_iter ≥ 1 and weight_decay ≥ 0, got "
                               f"{batch_size}, {max_iter}, {weight_decay}")
-        super().__init__(model, params, problem=problem, **kw)
         self.inner_lr, self.inner_steps, self.test_steps = None, 0, 0
         self.num_classes, self.batch_size, self.weight_decay = num_classes, batch_size, weight_decay
         self.max_iter = max_iter
@@ -282,9 +276,7 @@ class Baseline(Algorithm):
         return F.cross_entropy(self.pretrain_logits(x), y)
 
     def _backward(self, x, y, x_q, y_q, iteration):
-        loss = self._loss(x, y, x_q, y_q, iteration)
-        loss.backward()
-        return loss.detach()
+        return backward_detached(self._loss(x, y, x_q, y_q, iteration))
 
     # ------------------------------------------------------------------------- meta-test
 

@@ -124,10 +124,8 @@ class IMAML(Algorithm):
     name = "imaml"
     supports = frozenset({"first_order", "grad_clip", "tf32"})
 
-    def refusal(self, option: str) -> str:
-        return {"batched": "iMAML solves one task's inner problem and CG system at a time",
-                "adapt_bn": "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted",
-                }.get(option, "not implemented for iMAML (imaml)")
+    refusals = {"batched": "iMAML solves one task's inner problem and CG system at a time",
+                "adapt_bn": "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted"}
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, lam: float = 2.0, cg_steps: int = 5,
                  **kw):

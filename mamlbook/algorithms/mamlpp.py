@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OptionError
-from ..maml import LossFn, Params, backward_per_task, grads_of, mean_task_loss
+from ..maml import LossFn, Params, backward_detached, backward_per_task, grads_of, mean_task_loss
 from ..rnn import inner_loop_rnn_context
 from .base import Algorithm
 from .base import refuse_test_lr as _refuse_test_lr
@@ -197,9 +197,8 @@ class MAMLPlusPlus(Algorithm):
     name = "mamlpp"
     supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})
 
-    def refusal(self, option):
-        return ("not implemented for MAML++; its per_step_bn=True keeps BatchNorm out of the inner loop "
-                "(one learned β per step)" if option == "adapt_bn" else super().refusal(option))
+    refusals = {"adapt_bn": "not implemented for MAML++; its per_step_bn=True keeps BatchNorm out of the inner "
+                            "loop (one learned β per step)"}
 
     def __init__(self, model, params, *, inner_steps: int = 5, anneal_epochs: int = 10,
                  iterations_per_epoch: int = 500, first_order_epochs: int = 0, per_step_bn: bool = False,
@@ -227,12 +226,11 @@ class MAMLPlusPlus(Algorithm):
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         epoch = self.epoch(iteration)
-        loss = mamlpp_meta_loss(self.model, self.inner_params, self.lrs, x_s, y_s, x_q, y_q,
-                                loss_weights=multi_step_loss_weights(self.inner_steps, epoch, self.anneal_epochs),
-                                first_order=self.first_order or use_first_order(epoch, self.first_order_epochs),
-                                loss_fn=self.loss_fn, step_bn=self.step_bn)
-        loss.backward()
-        return loss.detach()
+        weights = multi_step_loss_weights(self.inner_steps, epoch, self.anneal_epochs)
+        first_order = self.first_order or use_first_order(epoch, self.first_order_epochs)
+        return backward_detached(mamlpp_meta_loss(self.model, self.inner_params, self.lrs, x_s, y_s, x_q, y_q,
+                                                  loss_weights=weights, first_order=first_order,
+                                                  loss_fn=self.loss_fn, step_bn=self.step_bn))
 
     def _adapt(self, theta, x_s, y_s, steps, inner_lr):
         _refuse_test_lr(self.name, inner_lr, self.inner_lr)

@@ -33,14 +33,12 @@ statistics too and never reads them: leaving them out changes no number.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..conv import BatchNorm
+from ..maml import Params
 
 __all__ = ["Params", "bn_param_names", "without_bn", "init_per_step_bn", "check_step_bn", "bn_at_step"]
-
-Params = dict[str, torch.Tensor]
 
 
 def bn_param_names(model: nn.Module) -> list[str]:

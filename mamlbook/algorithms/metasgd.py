@@ -22,7 +22,6 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from ..conv import batchnorm_params
 from ..maml import (
@@ -30,17 +29,16 @@ from ..maml import (
     Params,
     backward_per_task,
     batched_inner_loop,
-    batched_losses,
     expand_tasks,
     inner_loop,
     mean_task_loss,
-    resolve_batched,
+    query_losses,
 )
 from .base import Algorithm
 from .base import refuse_test_lr as _refuse_test_lr
 
 __all__ = ["init_inner_lrs", "metasgd_step", "metasgd_adapt", "batched_metasgd_adapt",
-           "metasgd_task_query_loss", "metasgd_meta_loss", "metasgd_meta_backward", "MetaSGD"]
+           "metasgd_meta_loss", "metasgd_meta_backward", "MetaSGD"]
 
 def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None = None,
                    high: float | None = None, generator: torch.Generator | None = None) -> Params:
@@ -101,23 +99,10 @@ def batched_metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x
                               step=lambda p, g, j: metasgd_step(p, g, inner_lrs))  # α: (*shape)
 
 
-def metasgd_task_query_loss(model: nn.Module, params: Params, inner_lrs: Params,
-                            x_support: torch.Tensor, y_support: torch.Tensor, x_query: torch.Tensor,
-                            y_query: torch.Tensor, *, inner_steps: int = 1,
-                            loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> torch.Tensor:
-    """One task's L_query(θ'): the summand of :func:`metasgd_meta_loss`."""
-    adapted = metasgd_adapt(model, params, inner_lrs, x_support, y_support, inner_steps=inner_steps,
-                            loss_fn=loss_fn, first_order=first_order)
-    return loss_fn(functional_call(model, adapted, (x_query,)), y_query)
-
-
 def _metasgd_losses(model, params, inner_lrs, batched, device, **kw):
-    """(one task's loss, the batched loss or None) for Meta-SGD's outer loss."""
-    def batched_loss(xs, ys, xq, yq):
-        return batched_losses(model, batched_metasgd_adapt(model, params, inner_lrs, xs, ys, **kw), xq, yq,
-                              kw["loss_fn"])
-    return (partial(metasgd_task_query_loss, model, params, inner_lrs, **kw),
-            batched_loss if resolve_batched(model, batched, device) else None)
+    """:func:`~mamlbook.maml.query_losses` for Meta-SGD's outer loss."""
+    return query_losses(model, partial(metasgd_adapt, model, params, inner_lrs, **kw),
+                        partial(batched_metasgd_adapt, model, params, inner_lrs, **kw), kw["loss_fn"], batched, device)
 
 
 def metasgd_meta_loss(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,

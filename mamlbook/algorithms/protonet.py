@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OptionError
-from ..maml import Params
+from ..maml import Params, backward_detached
 from .base import Algorithm, Predictor, default_head
 
 __all__ = ["prototypes", "proto_logits", "task_logits", "protonet_loss", "protonet_accuracy", "ProtoNet",
@@ -107,16 +107,11 @@ class ProtoNet(Algorithm):
     has_inner_loop = False
     supports = frozenset({"grad_clip", "tf32"})
 
-    def refusal(self, option):
-        return "Prototypical Networks have no inner loop" if option in ("first_order", "batched", "adapt_bn") else \
-            "not implemented for Prototypical Networks"
+    refusals = dict.fromkeys(("first_order", "batched", "adapt_bn"), "Prototypical Networks have no inner loop")
+    classification_only = "classifies by the nearest class prototype"
 
-    def __init__(self, model, params, *, problem: str, head: str | None = None, **kw):
-        if problem != "classification":
-            raise OptionError("Prototypical Networks classify by the nearest class prototype; they have "
-                             f"no meaning for {problem!r} (use problem='classification', or another "
-                             "algorithm: maml, fomaml, reptile, anil, metasgd or mamlpp)")
-        super().__init__(model, params, problem=problem, **kw)
+    def __init__(self, model, params, *, head: str | None = None, **kw):
+        super().__init__(model, params, **kw)
         self.inner_lr, self.inner_steps, self.test_steps = None, 0, 0
         self.head = head or default_head(model)
         self.embedder = without_head(model, self.head)
@@ -126,9 +121,7 @@ class ProtoNet(Algorithm):
         return list(self.body.values())
 
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
-        loss = protonet_loss(self.embedder, self.body, x_s, y_s, x_q, y_q)
-        loss.backward()
-        return loss.detach()
+        return backward_detached(protonet_loss(self.embedder, self.body, x_s, y_s, x_q, y_q))
 
     def adapt(self, x_s, y_s, steps=None, inner_lr=None) -> Predictor:
         """The task's prototypes; the predictor returns logits −‖f(x) − c_n‖² for queries x."""

@@ -86,12 +86,12 @@ class Reptile(Algorithm):
     name = "reptile"
     supports = frozenset({"batched"})
 
-    def refusal(self, option):
-        return {"first_order": "Reptile is first-order by construction (no meta-gradient through the inner loop)",
+    refusals = {"first_order": "Reptile is first-order by construction (no meta-gradient through the inner loop)",
                 "grad_clip": "Reptile's outer update is an interpolation, not a gradient step",
                 "adapt_bn": "its outer step moves θ toward the adapted parameters, so BatchNorm parameters held "
                             "at θ in its inner loop would never be trained",
-                }.get(option, "Reptile has no meta-optimizer or meta-gradient for it to act on")
+                **dict.fromkeys(("amp", "tf32", "compile"), "Reptile has no meta-optimizer or meta-gradient for "
+                                "it to act on")}
 
     def __init__(self, model, params, *, outer_lr: float = 1.0, outer_lr_final: float = 0.0, **kw):
         super().__init__(model, params, **kw)

@@ -99,9 +99,6 @@ class FineTune(Baseline):
             raise OptionError("inner_steps is not available for finetune: its training has no inner loop "
                               "(the steps it adapts with at meta-test are test_steps)")
 
-    def _check_test(self, steps, inner_lr) -> None:
-        pass                                           # both honoured
-
     def adapt(self, x_s: torch.Tensor, y_s: torch.Tensor, steps: int | None = None,
               inner_lr: float | None = None) -> AdaptedModel:
         """θ' after ``steps`` (default ``test_steps``) SGD steps at α (``inner_lr``) from body + new head."""

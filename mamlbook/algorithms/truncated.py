@@ -19,9 +19,10 @@ Meta-test adaptation is MAML's: plain SGD, no graph.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ..errors import OptionError
 from ..maml import (
@@ -30,10 +31,9 @@ from ..maml import (
     adapt,
     backward_per_task,
     batched_inner_loop,
-    batched_losses,
     expand_tasks,
     mean_task_loss,
-    resolve_batched,
+    query_losses,
     sgd_step,
 )
 from .base import MAML
@@ -91,15 +91,9 @@ class TruncatedMAML(MAML):
     def _losses(self, device):
         kw = dict(inner_lr=self.inner_lr, inner_steps=self.inner_steps, backprop_steps=self.k,
                   loss_fn=self.loss_fn, adapt_bn=self.adapt_bn)
-
-        def task_loss(xs, ys, xq, yq):
-            adapted = truncated_adapt(self.model, self.params, xs, ys, **kw)
-            return self.loss_fn(functional_call(self.model, adapted, (xq,)), yq)
-
-        def batched_loss(xs, ys, xq, yq):
-            adapted = batched_truncated_adapt(self.model, self.params, xs, ys, **kw)
-            return batched_losses(self.model, adapted, xq, yq, self.loss_fn)
-        return task_loss, (batched_loss if resolve_batched(self.model, self.batched, device) else None)
+        return query_losses(self.model, partial(truncated_adapt, self.model, self.params, **kw),
+                            partial(batched_truncated_adapt, self.model, self.params, **kw), self.loss_fn,
+                            self.batched, device)
 
     def _loss(self, x_s, y_s, x_q, y_q, iteration):
         task_loss, batched_loss = self._losses(x_s.device)
