@@ -66,11 +66,9 @@ class Amp:
 def tf32_mode(enabled: bool):
     """Allow (or forbid) TF32 for float32 convolutions and matmuls inside the block; restore after.
 
-    PyTorch lets cuDNN convolutions use TF32 on Ampere and newer GPUs by default
-    (``torch.backends.cudnn.allow_tf32 = True``): inputs rounded to a 10-bit mantissa. Ordinary
-    training barely notices; MAML's second-order meta-gradient does (on an H200, 1–11 % relative
-    error against float64, ``python -m mamlbook.precision_check``), so the book turns it off
-    unless asked (``FewShotConfig.tf32``). On a CPU these flags change nothing.
+    PyTorch's default, ``torch.backends.cudnn.allow_tf32 = True``, distorts MAML's second-order
+    meta-gradient (chapter 7; README.md, "On a GPU"), so the book turns it off unless asked
+    (``FewShotConfig.tf32``). On a CPU these flags change nothing.
     """
     old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled

@@ -2,41 +2,20 @@
 
     torchrun --standalone --nproc_per_node=2 -m mamlbook train --preset omniglot-5w1s --out runs/omni2
 
-``torchrun`` starts N processes (*ranks*) and tells each its RANK and WORLD_SIZE. The CLI turns
-them into a :class:`Ranks` (:func:`init_from_environment`: backend ``gloo`` on the CPU, ``nccl``
-on CUDA) and hands it to the learner (:func:`distribute`). The one training loop
-(:func:`mamlbook.train.fit`) and the meta-test (:func:`mamlbook.problems.evaluate_learner`) then
-run the **same run as one process**, up to the rounding of the reduction:
-
-- every rank draws the *whole* meta-batch of T tasks from the same seeded generator and keeps its
-  contiguous T/N slice (:meth:`Ranks.shard`; T must divide by N), so the task stream is the
-  one-process stream whatever N is;
-- each rank's learner returns the mean loss over its T/N tasks, so its meta-gradient is
-  (N/T)·Σ_{i∈rank} g_i; the ranks sum these and divide by N (:meth:`Ranks.average_gradients`):
-  (1/T)·Σ_i g_i, the one-process meta-gradient, before clipping and the optimizer step that
-  every rank takes on identical state. Reptile averages its direction θ − mean_i φ_i the same way;
-- rank 0 alone writes checkpoints (with every rank's RNG state), after checking that the ranks
-  agree on θ, the learned extras and the task generator (:meth:`Ranks.checkpoint_extras`); a
-  resume reads the checkpoint on rank 0 and broadcasts it, so no shared file system is needed;
-- the meta-test's tasks are scored split across ranks and the per-task scores gathered, in order,
-  to every rank (:meth:`Ranks.score_split`): the one-process table, hence the same numbers.
-
-**Why an explicit all-reduce, not DistributedDataParallel.** DDP wraps one ``nn.Module`` and
-all-reduces its parameters' gradients from hooks fired by the module's own forward and backward.
-Here every learner owns its meta-parameters and its outer step: θ runs through
-``torch.func.functional_call`` (DDP's forward is never called), Meta-SGD and MAML++ learn inner
-rates and per-step BatchNorm that live outside the module, ProtoNet trains a headless copy,
-first-order paths accumulate gradients over per-task backward passes, and Reptile has no
-gradient at all. One all-reduce of the learner's :meth:`~mamlbook.algorithms.Algorithm.meta_parameters`
-gradients (one flat buffer, one message per meta-step) after the learner's backward covers all
-seven learners with one hook (``Algorithm.ranks``), costs what DDP's buckets would for a network
-this small, and keeps the meta-gradient visible where the book checks it.
-
-A rank that dies (killed, out of memory) makes the others' next collective fail, or torchrun
-stops them: each survivor says so in one line (:class:`RankLostError`) and the last checkpoint
-stays. Under ``torchrun --max-restarts=K`` a restarted attempt continues ``OUT/checkpoint.pt``
-by itself when that checkpoint was written by the same torchrun job (same rendezvous id,
-:func:`elastic_resume`).
+What happens, why an explicit all-reduce rather than DistributedDataParallel, resuming and what to
+expect: docs/distributed.md. Here, where each part lives: the CLI joins torchrun's ranks
+(:func:`init_from_environment`: ``gloo`` on the CPU, ``nccl`` on CUDA) and hands them to the learner
+(:func:`distribute`, ``Algorithm.ranks``), whose outer step averages the gradients of its
+:meth:`~mamlbook.algorithms.Algorithm.meta_parameters` in one flat all-reduce per meta-step
+(:meth:`Ranks.average_gradients`; Reptile's direction: :meth:`Ranks.average`). The one training loop
+(:func:`mamlbook.train.fit`) keeps this rank's T/N tasks of every whole meta-batch (:meth:`Ranks.shard`)
+and reads (:meth:`Ranks.from_main`) and writes checkpoints on rank 0 only, after checking that the ranks
+agree (:meth:`Ranks.checkpoint_extras`); the meta-test scores its tasks split across ranks
+(:meth:`Ranks.score_split`). Beyond the doc's reasons against DDP: ProtoNet trains a headless copy of
+the module, and for networks this small one flat all-reduce costs what DDP's buckets would, while
+keeping the meta-gradient visible where the book checks it. A rank that dies ends the job with one
+line from each survivor (:class:`RankLostError`); :func:`elastic_resume` lets a torchrun restart
+continue its own job's checkpoint.
 """
 from __future__ import annotations
 
@@ -130,12 +109,12 @@ class Ranks:
 
     @torch.no_grad()
     def average_gradients(self, params: list[torch.Tensor], loss: torch.Tensor | float) -> torch.Tensor:
-        """Replace every ``p.grad`` by its mean over ranks; return the mean loss (every rank: the same bits).
+        """Replace every ``p.grad`` by its mean over ranks (the one-process meta-gradient: docs/distributed.md);
+        return the mean loss (every rank: the same bits).
 
-        Each rank's gradient is that of its mean over T/N tasks, so the mean over ranks is the
-        gradient of the mean over all T tasks. A parameter without a gradient on any rank keeps
-        ``grad=None`` (Adam then skips it, as it would in one process); one with a gradient on
-        some ranks only gets the others' zeros. One all-reduce per dtype (one in practice).
+        A parameter without a gradient on any rank keeps ``grad=None`` (Adam then skips it, as it would
+        in one process); one with a gradient on some ranks only gets the others' zeros. One all-reduce
+        per dtype (one in practice).
         """
         loss = torch.as_tensor(loss).detach()
         groups: dict[torch.dtype, list[int]] = {}
@@ -200,11 +179,8 @@ class Ranks:
         return value
 
     def checkpoint_extras(self, learner, generator: torch.Generator, iteration: int) -> dict:
-        """Every rank's torch RNG state for the checkpoint, after checking the ranks agree on the rest.
-
-        The fingerprint covers the learner's state (θ, learned extras) and the task generator; a
-        difference means a rank-dependent setting or a nondeterministic kernel, and is refused.
-        """
+        """Every rank's torch RNG state for the checkpoint, after checking (a fingerprint) that the ranks
+        agree on the learner's state (θ, learned extras) and the task generator; a difference is refused."""
         digest = hashlib.sha256(str(iteration).encode())
         for tensors in [learner.state_dict()["model"], *learner.extra_state().values()]:
             for name, t in sorted(tensors.items()):
@@ -234,12 +210,10 @@ class Ranks:
                     num_batches: int) -> torch.Tensor:
         """The (tasks, columns) score table of ``num_batches`` ``batches``, scored split across ranks.
 
-        Every rank draws every batch (the task generator's sequence is the one-process one). With at
-        least as many batches as ranks, each rank scores a contiguous block of whole batches, each
-        scored exactly as one process scores it (bit for bit: the 600 test tasks come in chunks of
-        25); with fewer (the sinusoids' one chunk of 600), each rank scores a contiguous part of
-        every batch (equal up to the rounding of a smaller vmap). The rows are put at their places
-        in a zero table and summed over ranks (exact: x + 0 = x), so every rank holds the table.
+        Every rank draws every batch (the one-process task sequence) and scores a contiguous block of
+        whole batches (bit for bit as one process), or, with fewer batches than ranks, a contiguous part of
+        every batch (equal up to the rounding of a smaller vmap): docs/distributed.md. The rows go to their
+        places in a zero table summed over ranks (exact: x + 0 = x), so every rank holds the table.
         """
         whole = num_batches >= self.world_size
         rows, start = [], 0

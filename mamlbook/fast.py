@@ -15,15 +15,8 @@ plain-PyTorch function; :class:`FusedMLPStep` puts it, the meta-gradient clip an
 (torch.optim.Adam's formula, on that optimizer's own state tensors, so checkpoints and resume do
 not notice) into **one** ``torch.compile``-d graph: a training step is then a single call into a
 few fused C++ loops and matrix products, instead of ~150 small PyTorch operations. On the paper's
-sinusoid run this is what makes a 2-core CPU faster than the JAX idiom (docs/benchmarks.md).
-
-``tests/test_fast_paths.py`` checks :func:`mlp_meta_grad` (first and second order, 1–3 inner steps)
-against :func:`mamlbook.maml.meta_backward` in float64, and the fused step against
-``meta_backward`` + ``torch.optim.Adam``.
-
-Compiled graphs are cached on disk by PyTorch (Inductor's FX-graph cache); :func:`use_cache_dir`
-points that cache at ``~/.cache/mamlbook/inductor`` (``$XDG_CACHE_HOME``; an explicit
-``TORCHINDUCTOR_CACHE_DIR`` wins), so the first run's compile is reused by the next one.
+sinusoid run this is what makes a 2-core CPU faster than the JAX idiom; measurements, the tests
+(``tests/test_fast_paths.py``) and the on-disk compile cache (:func:`use_cache_dir`): docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -225,14 +218,13 @@ class FusedMLPStep:
     """MAML's outer step for a ReLU MLP + MSE as one compiled call: meta-gradient, clip, Adam.
 
     :meth:`step` makes θ and the Adam optimizer's state views into four flat buffers (θ, exp_avg,
-    exp_avg_sq, and the parameters' step counts), once, values kept: the parameters stay the same
-    ``nn.Parameter`` objects and the optimizer's ``state_dict`` its usual self, so checkpoints,
-    ``load_state_dict`` and resume work as before (a state replaced from outside is re-bound). The
-    compiled graph then takes 8 tensors instead of 4 per parameter: less guard checking and
-    argument handling per call, and Adam is one fused loop over all of θ. It returns the meta-loss
-    as a 0-dim tensor, or None when the optimizer is not a plain Adam over exactly these tensors
-    (the caller then takes the ordinary route: :meth:`__call__` for the meta-gradient, then
-    ``optimizer.step()``).
+    exp_avg_sq, the step counts), once, values kept: the parameters stay the same ``nn.Parameter``
+    objects and the optimizer's ``state_dict`` its usual self, so checkpoints, ``load_state_dict`` and
+    resume work as before (a state replaced from outside is re-bound). The compiled graph then takes 8
+    tensors instead of 4 per parameter (less guard checking and argument handling per call), and Adam is
+    one fused loop over all of θ. It returns the meta-loss as a 0-dim tensor, or None when the optimizer
+    is not a plain Adam over exactly these tensors (the caller then takes the ordinary route:
+    :meth:`__call__` for the meta-gradient, then ``optimizer.step()``).
     """
 
     path = PATH_FUSED_MLP
@@ -242,7 +234,6 @@ class FusedMLPStep:
         self.names = [n for pair in names for n in pair]
         self.settings = dict(inner_lr=inner_lr, inner_steps=inner_steps, first_order=first_order)
         self.grad_clip = grad_clip or None
-        self.compiled = compile
         self._bound: dict | None = None
         if compile:
             use_cache_dir()

@@ -1,21 +1,16 @@
 """The per-task meta-gradient on several CPU cores: the tasks of a meta-batch on worker threads.
 
-On a CPU, MAML's conv + BatchNorm models run fastest as a plain loop over the tasks (PyTorch's
-native convolution and batch-norm kernels on each task's batch; ``vmap`` would turn them into slow
-grouped convolutions, docs/benchmarks.md). That loop leaves a second core idle when PyTorch runs
-one intra-op thread, and giving PyTorch two intra-op threads on a shared 2-core machine is a trap:
-OpenMP's workers spin at every barrier, and when another process holds the other core one
-meta-step took 15–20× longer (measured: 58–106 s instead of 3.8–4.9 s for omniglot-20w1s).
+Why (on a CPU the per-task loop is the conv + BatchNorm models' fastest path, and two intra-op threads
+on a shared 2-core machine are a trap) and what it gains: docs/benchmarks.md, "CPU: omniglot-20w1s (W4)".
 
-:class:`TaskThreads` instead runs whole tasks concurrently: ``workers`` Python threads, each with
+:class:`TaskThreads` runs whole tasks concurrently: ``workers`` Python threads, each with
 one intra-op thread and its own replica of the model (``functional_call`` swaps a module's
 parameters while it runs, so two threads must not share one), task i on worker i mod workers. Each
 task's gradient is ``torch.autograd.grad`` of its query loss / T, kept, and the main thread adds
 them into ``p.grad`` **in task order**, the order in which the plain loop's per-task ``backward``
-accumulates them: the same float operations, so the same meta-gradient bit for bit
-(``tests/test_fast_paths.py`` checks it in float32 and float64). PyTorch releases the GIL inside
-its kernels, so the threads compute in parallel; what they share is only the Python between
-kernels (a few percent of a conv model's step).
+accumulates them: the same float operations, so the same meta-gradient bit for bit. PyTorch
+releases the GIL inside its kernels, so the threads compute in parallel; what they share is only the
+Python between kernels (a few percent of a conv model's step).
 """
 from __future__ import annotations
 

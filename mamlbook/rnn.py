@@ -1,19 +1,13 @@
 """Recurrent networks in MAML's inner loop: the one thing cuDNN cannot do, and the way round it.
 
-The tested copy of chapter 9's cuDNN lesson.
+The tested copy of chapter 9's cuDNN lesson (its section 5 gives the whole argument).
 
-On a CUDA GPU, ``nn.LSTM``/``nn.GRU``/``nn.RNN`` run cuDNN's fused kernels. Their backward
-(``_cudnn_rnn_backward``) is not itself differentiable, so second-order MAML, which
-differentiates the inner loop's gradient again, fails with "derivative for
-_cudnn_rnn_backward is not implemented". PyTorch's own (non-cuDNN) RNN implementation is
-built from ordinary differentiable operations and supports double backward.
-
-Only the *inner loop's* forward passes need the non-cuDNN path: the query forward is
-differentiated once (w.r.t. the adapted parameters θ′), and that first derivative is what
-cuDNN provides; the second derivative flows through the inner-loop gradients, which were
-computed on the native path. :func:`inner_loop_rnn_context` switches cuDNN off exactly there,
-and :func:`mamlbook.maml.adapt` uses it, so the same MAML code runs an LSTM on CPU and GPU.
-On CPU nothing changes (PyTorch's CPU RNN is the native one).
+On a CUDA GPU, cuDNN's RNN backward (``_cudnn_rnn_backward``) has no derivative of its own, so
+second-order MAML, which differentiates the inner loop's gradient again, fails through ``nn.LSTM``,
+``nn.GRU`` or ``nn.RNN``. Only the inner loop's forward passes need PyTorch's native, twice
+differentiable kernels; the query pass may stay on cuDNN. :func:`inner_loop_rnn_context` switches
+cuDNN off exactly there, and :func:`mamlbook.maml.adapt` uses it, so the same MAML code runs an LSTM
+on CPU and GPU. On CPU nothing changes (PyTorch's CPU RNN is the native one).
 """
 from __future__ import annotations
 
@@ -35,11 +29,7 @@ def needs_native_rnn(model: nn.Module, device: torch.device | str, first_order: 
 
 
 def inner_loop_rnn_context(model: nn.Module, device: torch.device | str, first_order: bool):
-    """A context that disables cuDNN while the inner loop runs, where second-order needs it.
-
-    cuDNN is off (:func:`cudnn_disabled`) only while second-order MAML runs an RNN's
-    inner loop on CUDA; a no-op context everywhere else (CPU, first-order, no RNN).
-    """
+    """:func:`cudnn_disabled` where :func:`needs_native_rnn`, a no-op context everywhere else."""
     return cudnn_disabled() if needs_native_rnn(model, device, first_order) else contextlib.nullcontext()
 
 

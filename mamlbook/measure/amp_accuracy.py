@@ -2,19 +2,13 @@
 
     python -m mamlbook.amp_check [--device cuda] [--iterations 300] [--tasks 200] [--json PATH]
 
-Chapter 7's accuracy side of ``--amp`` (the speed side is :mod:`mamlbook.gpu_check`). Needs a
-CUDA GPU. On SYNTHETIC mini-ImageNet-shaped images (``gpu_check.synthetic_split`` with heavy
-pixel noise, so the tasks are not trivially easy; 64 training classes, 20 disjoint test
-classes), it
-
-1. computes the second-order meta-gradient of one meta-batch at the same initial θ in fp32
-   and under AMP, and reports ‖g_amp − g_fp32‖ / ‖g_fp32‖ and their cosine;
-2. meta-trains the miniimagenet-5w1s preset (5 inner steps, meta-batch 4, 15 queries/class)
-   for ``--iterations`` iterations in each precision from the same θ and the same episode
-   stream, then evaluates both on the same ``--tasks`` test tasks (10 steps, K queries/class).
-
-These are short runs on synthetic data: they show whether AMP changes the numbers, not what
-accuracy mini-ImageNet reaches.
+Chapter 7's accuracy side of ``--amp`` (the speed side is :mod:`mamlbook.gpu_check`); results:
+README.md, "On a GPU". Needs a CUDA GPU. On SYNTHETIC mini-ImageNet-shaped images with heavy pixel
+noise (:data:`NOISE`, so the tasks are not trivially easy; 64 training classes, 20 disjoint test
+classes), it compares fp32 and AMP on (1) the second-order meta-gradient of one meta-batch at the same
+initial θ, and (2) the miniimagenet-5w1s preset meta-trained for ``--iterations`` iterations from the
+same θ on the same episode stream, then tested on the same ``--tasks`` tasks. These are short runs
+on synthetic data: they show whether AMP changes the numbers, not what accuracy mini-ImageNet reaches.
 """
 from __future__ import annotations
 

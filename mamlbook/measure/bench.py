@@ -5,39 +5,15 @@ Chapter 4's speed question, answered on every workload.
     python -m mamlbook bench [--workloads W1,W2,W3,W4] [--orders second,first] [--repeats N]
                              [--quick] [--json PATH] [--device cpu|cuda] [--compile] [--threads N]
 
-Timing: for each workload × order, one subprocess builds the model and data once and runs
-the implementations **in turns** (round-robin: warm-up round(s), then ``--repeats`` timed
-rounds), and reports each one's median. On a shared, noisy machine a busy spell slows every
-implementation alike, so the ratios stay meaningful; absolute times do not. Memory: each
-implementation then runs two steps in a fresh subprocess of its own, which reports the peak
-resident set size above its start (``resource.getrusage`` maxrss; on CUDA,
-``torch.cuda.max_memory_allocated``) and saves its meta-gradient; the parent compares that
-with the plain loop's on the same data, so every speed-up is shown next to the evidence that
-the gradient is still right (float32: agreement to ~1e-6 is rounding).
-
-Implementations (``impl`` in the JSON):
-
-- ``loop``: the plain per-task loop every library starts from: for each task,
-  ``autograd.grad(create_graph=True)`` inner steps and the query loss; the losses are summed
-  and one ``backward`` gives the meta-gradient (it holds every task's graph until then).
-- ``higher``: the ``higher`` library's ``innerloop_ctx`` with an SGD inner optimiser, one
-  ``backward`` per task as in its MAML example (skipped, with a note, if not installed).
-- ``mamlbook``: :func:`mamlbook.maml.meta_backward` with ``batched="auto"``.
-- ``mamlbook-vmap`` / ``mamlbook-loop``: the package forced onto the path "auto" did not pick,
-  to show why it chose as it did. ``mamlbook-compiled`` (``--compile``): the ``torch.compile``-d
-  :func:`mamlbook.functional.make_meta_grad` (a one-off compile, not included in the time).
-- ``mamlbook-fused`` (MLP workloads, W1): the training loop's default path for the sinusoid MLP,
-  :mod:`mamlbook.fast`'s hand-written meta-gradient compiled into one graph (its compile is in the
-  warm-up, not in the time; the training step also fuses Adam, which no row here includes).
-- ``mamlbook-threads`` (conv workloads on a CPU): the training loop's default there,
-  :class:`mamlbook.fast_tasks.TaskThreads`: the per-task loop with the tasks on all usable cores, one
-  intra-op thread each (the same gradient as ``mamlbook-loop``, bit for bit).
-- ``jax`` (W1, when jax and optax are installed): the JAX idiom of the MAML tutorials,
-  ``jit(value_and_grad(mean(vmap(query_loss ∘ inner_step))))`` (:mod:`mamlbook.measure.jax_sinusoid`),
-  on the same θ and data, timed to ``block_until_ready``; JAX runs with its own thread pool.
-
-``--threads N`` sets PyTorch's intra-op threads for every row (default: PyTorch's own default);
-``--threads 1`` is the training CLI's default, the "today's default" of the W4 target.
+Method, implementations, workloads and results: docs/benchmarks.md. Timing: one subprocess per
+workload × order runs the implementations in turns (warm-up rounds, then ``--repeats`` timed rounds)
+and reports each one's median: a busy spell on a shared machine slows every implementation alike, so
+the ratios stay meaningful; absolute times do not. Memory: each implementation runs two steps in a
+fresh subprocess of its own and saves its meta-gradient, which the parent compares with the plain
+loop's (float32: agreement to ~1e-6 is rounding). Beyond the docs' list: ``mamlbook-compiled``
+(``--compile``): the ``torch.compile``-d :func:`mamlbook.functional.make_meta_grad` (the one-off compile
+is not timed); ``mamlbook-fused`` compiles in the warm-up and leaves out the fused Adam of the training
+step; ``jax`` runs with JAX's own thread pool. ``--threads 1`` is the training CLI's default.
 """
 from __future__ import annotations
 
@@ -66,12 +42,12 @@ from ..fast_tasks import TaskThreads
 from ..functional import make_meta_grad
 from ..maml import meta_backward, resolve_batched
 from ..models import SinusoidMLP
-from ..runs import machine_info
+from ..runs import machine_info, write_json
 from . import jax_sinusoid
 
-__all__ = ["ITERATIONS_TO_PROJECT", "Workload", "WORKLOADS", "loop_step", "higher_step", "mamlbook_step",
-           "compiled_step", "measure_times", "measure_memory", "format_table", "add_arguments", "run", "main",
-           "saved_graph_bytes"]
+__all__ = ["ITERATIONS_TO_PROJECT", "Workload", "WORKLOADS", "plain_loop", "loop_step", "higher_step",
+           "mamlbook_step", "compiled_step", "measure_times", "measure_memory", "format_table", "add_arguments",
+           "run", "main", "saved_graph_bytes"]
 
 ITERATIONS_TO_PROJECT = 60_000  # mini-ImageNet meta-training iterations in the paper's code
 
@@ -120,26 +96,31 @@ WORKLOADS = {
                    32, 5, 75, (1, 28, 28), 1, 0.4, n_way=5),
     "W3": Workload("W3", "mini-ImageNet Conv4 (32 filters, BN), 84×84×3, 5-way 5+75, 4 tasks, 5 steps, α=0.01",
                    4, 5, 75, (3, 84, 84), 5, 0.01, n_way=5),
-    # The omniglot-20w1s preset's shapes: 20-way 1-shot, Q = K = 1 per class, meta-batch 16, 5 inner
-    # steps at α = 0.1 official = 2.0 in mean-CE units (mamlbook.presets).
     "W4": Workload("W4", "Omniglot Conv4 (64 filters, BN), 28×28×1, 20-way 1-shot 20+20, 16 tasks, 5 steps, "
                    "α=2.0 (omniglot-20w1s)", 16, 20, 20, (1, 28, 28), 5, 2.0, n_way=20),
 }
 
 
 # ---------------------------------------------------------------- one meta-step per impl
-def loop_step(model, params, data, w: Workload, first_order: bool) -> None:
-    """Baseline: the plain per-task loop with autograd.grad(create_graph=True), one backward."""
-    x_s, y_s, x_q, y_q = data
-    loss_fn, total = w.loss_fn(), 0.0
-    for i in range(w.tasks):
+def plain_loop(model, params, x_s, y_s, x_q, y_q, *, inner_lr: float, loss_fn, inner_steps: int = 1,
+               first_order: bool = False) -> None:
+    """The step a reader writes first: per task, autograd.grad(create_graph=True) inner steps and the
+    query loss; the losses summed, one backward."""
+    total = 0.0
+    for i in range(x_s.shape[0]):
         fast = dict(params)
-        for _ in range(w.inner_steps):
+        for _ in range(inner_steps):
             inner = loss_fn(functional_call(model, fast, (x_s[i],)), y_s[i])
             grads = torch.autograd.grad(inner, list(fast.values()), create_graph=not first_order)
-            fast = {k: v - w.inner_lr * g for (k, v), g in zip(fast.items(), grads)}
+            fast = {k: v - inner_lr * g for (k, v), g in zip(fast.items(), grads)}
         total = total + loss_fn(functional_call(model, fast, (x_q[i],)), y_q[i])
-    (total / w.tasks).backward()
+    (total / x_s.shape[0]).backward()
+
+
+def loop_step(model, params, data, w: Workload, first_order: bool) -> None:
+    """Baseline: :func:`plain_loop`."""
+    plain_loop(model, params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(),
+               first_order=first_order)
 
 
 def higher_step(model, params, data, w: Workload, first_order: bool) -> None:
@@ -482,8 +463,7 @@ def run(args) -> int:
                   + ("" if r["device"].startswith("cuda") else "; no GPU here: run on CUDA for the GPU projection"))
     if args.json:
         meta = {**machine_info(args.device or "cpu"), "quick": bool(args.quick)}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([{**r, **meta} for r in rows], indent=1))
+        write_json(args.json, [{**r, **meta} for r in rows])
         print(f"Wrote {args.json}.")
     return 0
 

@@ -4,28 +4,24 @@ Chapter 5's sampling speed.
 
     python -m mamlbook.data.bench [--repeats 300] [--threads 1] [--device cpu] [--json out.json]
 
-For each configuration it reports the median (and 90th percentile) time of
-``EpisodeSampler.sample`` over many calls, next to a baseline measured in the same process:
-the per-task Python loop many PyTorch ports use (``random.sample`` classes and images, then
-``torch.stack`` per-image float tensors that are already decoded). The ratio is
-baseline / ours. Pools: the small-set meta-train split with rotations (136 characters ×
-4 = 544 classes; the real zips when found, else the FAKE stand-in, said in the table) and
-a Vinyals-sized pool (1028 × 4 = 4112 classes) of random pixels, for timing only.
+Method and results: docs/data.md. Each configuration's median (and 90th percentile) time of
+``EpisodeSampler.sample`` over many calls is set beside a baseline timed in the same process, the
+per-task Python loop many PyTorch ports use (:func:`loop_baseline`). Pools: the small-set meta-train
+split with rotations (the real zips when found, else the FAKE stand-in, said in the table) and a
+Vinyals-sized pool (1028 × 4 classes) of random pixels, for timing only.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.episodes import ClassImages, EpisodeSampler
 from ..data.omniglot import find_omniglot_small, omniglot_splits
-from ..runs import machine_info
+from ..runs import machine_info, write_json
 from .gpu_speed import sync
 
 __all__ = ["CONFIGS", "NUM_TASKS", "time_calls", "loop_baseline", "run", "format_table", "main"]
@@ -141,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args.repeats, args.device, baseline=not args.no_baseline)
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return result
 
 

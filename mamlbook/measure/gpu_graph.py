@@ -3,46 +3,23 @@
     python -m mamlbook.measure.gpu_graph --device cuda --json $OUT/gpu_graph.json \\
         [--paths loop,vmap,graph-loop,graph-vmap] [--iterations 60] [--e2e-iterations 60000 --e2e-time-limit 300]
 
-What it runs: the ``miniimagenet-5w1s`` preset's training step (second order; 5-way 1-shot, 15 queries
-per class, meta-batch 4, 5 inner steps at α = 0.05 in mean-CE units, Conv4 with 32 filters, the
-preset's clip, Adam β = 1e-3), with **TF32 off** for convolutions and matrix products, on a
-SYNTHETIC mini-ImageNet-shaped split resident on the device (64 classes × 600 images × 84×84×3,
-:func:`mamlbook.measure.gpu_speed.synthetic_split`; speed does not depend on what the pixels show).
+What it runs and measures, and the GPU run still to do: docs/benchmarks.md, "GPU: prepared, not run"
+(the ``miniimagenet-5w1s`` preset's second-order step, TF32 off, on a SYNTHETIC split resident on the
+device). Paths (``path`` in the JSON), each from the same θ₀: ``loop`` (``meta_backward(batched=False)``
++ ``torch.optim.Adam``: the baseline of the ≥ 5× target), ``vmap``, and ``graph-loop`` / ``graph-vmap``
+(the same step with a ``capturable=True`` Adam, captured once and replayed, fed by
+:class:`StaticEpisodes` through a second captured graph). The float64 reference g₆₄ is the per-task
+loop on the same device, compared (‖g − g₆₄‖/‖g₆₄‖, cosine) before the clip on one fixed episode at
+θ₀; ms/iteration includes sampling, each timing round ended by a synchronize. On a CPU,
+:func:`no_host_sync` stands in for ``torch.cuda.set_sync_debug_mode("error")``.
 
-Paths, each from the same θ₀ (``path`` in the JSON):
-
-- ``loop``: the plain per-task loop, eager (``meta_backward(batched=False)``: per task the inner loop
-  with ``create_graph=True`` and a backward), then ``torch.optim.Adam``: the baseline of the ≥ 5× target;
-- ``vmap``: the tasks batched with ``vmap``, eager (the training loop's default on a GPU today);
-- ``graph-loop`` / ``graph-vmap``: the same step — inner loop, meta-gradient, clip and a
-  ``capturable=True`` Adam — captured once in a CUDA graph and replayed; the episodes are sampled on the
-  device into static buffers by a second captured graph (:class:`StaticEpisodes`: the real
-  :class:`~mamlbook.data.EpisodeSampler`, random keys from the device's generator, then a copy into the
-  buffers the step graph reads). Nothing in either graph waits for the host (no ``.item()``; checked
-  with ``torch.cuda.set_sync_debug_mode("error")`` on one eager iteration of every path, and on a CPU
-  by :func:`no_host_sync` in the tests).
-
-For each path: ms/iteration (sampling included; ``--rounds`` rounds of ``--iterations`` iterations in
-turns across the paths, each round ended by a synchronize; the median round), the speed-up over
-``loop``, the peak GPU memory, and the meta-gradient's distance from float64 (‖g − g₆₄‖/‖g₆₄‖ and the
-cosine, before the clip, on one fixed episode at θ₀; g₆₄ = the float64 per-task loop on the same device, as
-:mod:`mamlbook.measure.precision` does). Then ``--e2e-iterations`` (the paper's 60,000) iterations of
-the fastest path from θ₀, stopped at ``--e2e-time-limit`` seconds, with the meta-loss of every
-iteration kept on the device, and a meta-test of the result (10 steps, ``--e2e-test-tasks`` tasks of 16
-held-out synthetic classes). ``--profile-iterations`` (5 on CUDA) profiles every path with
-``torch.profiler`` first: kernel time against wall time per iteration, and the top operations, so a
-missed target comes with its measured cause. The JSON is rewritten after every stage, so a run cut short keeps what it
-finished.
-
-``--device cpu`` is a smoke test (tiny split and episodes, labelled SMOKE): the eager paths,
-the static-buffer sampling, the precision rows and a short end-to-end run; graph capture needs CUDA
-and is skipped with a message. Its numbers are not for the README.
+``--device cpu`` is a smoke test (tiny split and episodes, labelled SMOKE; graph capture is skipped
+with a message); its numbers are not for the README.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -59,7 +36,9 @@ from ..fewshot import make_model, make_sampler
 from ..maml import meta_backward
 from ..presets import get_preset
 from ..problems import TaskSet, evaluate_learner
-from .gpu_speed import environment, synthetic_split
+from ..runs import write_json
+from .gpu_speed import SHAPES as SPEED_SHAPES
+from .gpu_speed import environment, sync, synthetic_split
 
 __all__ = ["PRESET", "PATHS", "SHAPES", "TARGET_MINUTES", "StaticEpisodes", "Runner", "no_host_sync",
            "precision_rows", "time_paths", "end_to_end", "run", "format_table", "main"]
@@ -68,11 +47,8 @@ PRESET = "miniimagenet-5w1s"
 PATHS = {"loop": (False, False), "vmap": (True, False), "graph-loop": (False, True), "graph-vmap": (True, True)}
 TARGET_MINUTES = 10                      # issue 15: 60,000 second-order iterations in ≤ 10 min on one H100/H200
 TARGET_SPEEDUP = 5.0                     # … and ≥ 5× the plain per-task loop
-SHAPES = {
-    "w3": dict(classes=64, per_class=600, test_classes=16, changes={}),
-    "smoke": dict(classes=8, per_class=20, test_classes=6,
-                  changes=dict(meta_batch_size=2, k_query=2, inner_steps=1, filters=8)),
-}
+SHAPES = {"w3": dict(SPEED_SHAPES["w3"], test_classes=16),          # gpu_speed's split and episodes,
+          "smoke": dict(SPEED_SHAPES["smoke"], test_classes=6)}      # and held-out classes for the meta-test
 SYNC_METHODS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 
@@ -94,18 +70,12 @@ def no_host_sync():
         yield
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class StaticEpisodes:
     """Meta-batches sampled on the device into fixed buffers (the same storage every time).
 
-    The real :class:`~mamlbook.data.EpisodeSampler` draws the episode (random keys from ``generator``, a
-    generator on the split's device, so no host round trip); :meth:`sample_` copies it into
-    ``x_support``/``x_query``. The labels of an N-way episode are always 0..N−1 grouped by class, so
-    ``y_support``/``y_query`` never change.
+    The real :class:`~mamlbook.data.EpisodeSampler` draws the episode with ``generator`` (on the split's
+    device: no host round trip); :meth:`sample_` copies it into ``x_support``/``x_query``. The labels of an
+    N-way episode are always 0..N−1 grouped by class, so ``y_support``/``y_query`` never change.
     """
 
     def __init__(self, split, cfg, device: torch.device, generator: torch.Generator):
@@ -120,11 +90,6 @@ class StaticEpisodes:
         e = self.sampler.sample(self.tasks, self.generator)
         self.x_support.copy_(e.x_support)
         self.x_query.copy_(e.x_query)
-
-    def load_(self, batch) -> None:
-        """Copy a given meta-batch (x_s, y_s, x_q, y_q) into the buffers (for the precision check)."""
-        for buf, value in zip(self.batch(), batch):
-            buf.copy_(value)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.x_support, self.y_support, self.x_query, self.y_query
@@ -175,7 +140,7 @@ class Runner:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.step()
-        _sync(self.device)
+        sync(self.device)
         return time.perf_counter() - start
 
     def compute(self) -> None:
@@ -210,6 +175,17 @@ def _iterate(r: Runner, sample_graph, episodes: StaticEpisodes) -> None:
     r.compute()
 
 
+def _timed(r: Runner, sample_graph, episodes: StaticEpisodes, device: torch.device, iterations: int) -> float:
+    """Seconds for ``iterations`` iterations of ``r`` with TF32 off, from a synchronised start to a synchronised end."""
+    sync(device)
+    start = time.perf_counter()
+    with tf32_mode(False):
+        for _ in range(iterations):
+            _iterate(r, sample_graph, episodes)
+    sync(device)
+    return time.perf_counter() - start
+
+
 def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.detach().double().flatten() for t in tensors])
 
@@ -229,10 +205,11 @@ def precision_rows(runners: dict, cfg, theta0: dict, batch, device: torch.device
         with torch.no_grad():
             for k, p in r.params.items():
                 p.copy_(theta0[k])
-        r.episodes.load_(batch)
+        for buf, value in zip(r.episodes.batch(), batch):      # the fixed meta-batch into the buffers
+            buf.copy_(value)
         with tf32_mode(False):
             r.compute()
-        _sync(device)
+        sync(device)
         g = _flat(r.raw_grad[k] for k in r.params)           # before the clip: the meta-gradient itself
         rows.append({"path": name, "grad_rel_err_vs_f64": ((g - ref).norm() / ref.norm()).item(),
                      "grad_cosine_vs_f64": F.cosine_similarity(g, ref, dim=0).item()})
@@ -245,13 +222,7 @@ def time_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device: to
     times = {name: [] for name in runners}
     for _ in range(rounds):
         for name, r in runners.items():
-            _sync(device)
-            start = time.perf_counter()
-            with tf32_mode(False):
-                for _ in range(iterations):
-                    _iterate(r, sample_graph, episodes)
-            _sync(device)
-            times[name].append(1e3 * (time.perf_counter() - start) / iterations)
+            times[name].append(1e3 * _timed(r, sample_graph, episodes, device, iterations) / iterations)
     return times
 
 
@@ -266,13 +237,8 @@ def profile_paths(runners: dict, sample_graph, episodes: StaticEpisodes, device:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out = {}
     for name, r in runners.items():
-        _sync(device)
-        with profile(activities=activities) as prof, tf32_mode(False):
-            start = time.perf_counter()
-            for _ in range(iterations):
-                _iterate(r, sample_graph, episodes)
-            _sync(device)
-            wall = time.perf_counter() - start
+        with profile(activities=activities) as prof:
+            wall = _timed(r, sample_graph, episodes, device, iterations)
         events = prof.key_averages()
         attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
         busy = sum(getattr(e, attr, 0.0) for e in events) / 1e3 / iterations            # µs → ms
@@ -292,7 +258,7 @@ def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.de
     sample_graph = _sampler_graph(episodes, device) if runner.use_graph else None
     setup_s = runner.capture() if runner.use_graph and device.type == "cuda" else 0.0
     losses = torch.zeros(iterations, device=device)
-    _sync(device)
+    sync(device)
     start, done = time.perf_counter(), 0
     with tf32_mode(False):
         while done < iterations:
@@ -300,10 +266,10 @@ def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.de
             losses[done].copy_(runner.loss)
             done += 1
             if done % check_every == 0:
-                _sync(device)
+                sync(device)
                 if time_limit_s is not None and time.perf_counter() - start >= time_limit_s:
                     break
-    _sync(device)
+    sync(device)
     train_s = time.perf_counter() - start
     curve = losses[:done].double().cpu()
     learner = make_algorithm("maml", runner.model, problem="classification", inner_lr=cfg.inner_lr,
@@ -340,7 +306,7 @@ def run(device="cuda", *, paths=tuple(PATHS), iterations: int = 60, rounds: int 
     t0 = time.perf_counter()
     split = synthetic_split(spec["classes"], spec["per_class"], device)
     test_split = synthetic_split(spec["test_classes"], spec["per_class"], device, seed=1)
-    _sync(device)
+    sync(device)
     result["split_build_s"] = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)                         # every device's generator, CUDA's included
     generator = (torch.cuda.default_generators[device.index or 0] if device.type == "cuda"
@@ -477,11 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     def write(result: dict) -> None:
         result["command"] = command
         result["markdown"] = format_table(result) if any("ms_median" in r for r in result["paths"].values()) else ""
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.json.with_name(args.json.name + ".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(args.json)
+        if args.json:                                 # atomic: a run cut short leaves the last whole file
+            write_json(args.json, result)
 
     result = run(device, paths=paths, iterations=args.iterations or (60 if cuda else 2), rounds=args.rounds,
                  shape=args.shape, e2e_iterations=(args.e2e_iterations if args.e2e_iterations is not None

@@ -10,38 +10,24 @@ CUDA and build the 0.8 GB synthetic split, 20 warm-up iterations per row, then a
     python -m mamlbook.measure.gpu_speed --device cuda --iterations 200 --warmup 20 --budget-s 180 \
         --json $OUT/gpu_check.json
 
-The JSON is rewritten after every row, so a run cut short still leaves the rows it finished.
-A row that fails on the device is recorded with ``status="error"`` and the exit code is 1.
-
-What it runs: the ``miniimagenet-5w1s`` preset's training configuration (5-way 1-shot, 15
-queries per class, meta-batch 4, 5 inner steps at α = 0.05 for the mean cross-entropy, Adam
-β = 1e-3, meta-gradient clipped as the preset says: the official ±10 in mean-CE units, ±10·K/(N·Q);
-the recorded H200 runs predate that fix and clipped at ±10, i.e. not at all), i.e. benchmark workload
-W3, on the real code path of
-:func:`mamlbook.fewshot.train_fewshot`: :func:`~mamlbook.fewshot.make_model`,
-:func:`~mamlbook.fewshot.make_sampler` on a device-resident uint8 split,
-:func:`~mamlbook.maml.meta_backward` (``meta_loss`` + GradScaler under fp16), :class:`~mamlbook.amp.Amp`,
-driven by the one training loop :func:`mamlbook.train.fit`. The images are
-SYNTHETIC (random uint8 with a per-class colour and stripe pattern, 64 classes × 600 images ×
-84×84×3 like mini-ImageNet's meta-train split): speed does not depend on what the pixels show.
-
-For each order (second, first) × precision (fp32, amp) it times ``--warmup`` iterations, then
-``--iterations`` more, each ended by ``torch.cuda.synchronize()``, and records the median and
-mean ms/iteration, the peak GPU memory (``torch.cuda.max_memory_allocated``, reset before each
-row; it includes the resident split, given separately), the card's name and the projected time
-for 60,000 iterations (median ms × 60,000). As a check that this loop is what a real run costs,
-it then runs ``train_fewshot`` itself for the same number of iterations (resumed from a warm-up
-checkpoint, validation off) and reports its mean ms/iteration next to the loop's. Validation
-(every 1,000 iterations in the preset) is not in the projection.
+What it runs, and the recorded results: README.md, "On a GPU". The ``miniimagenet-5w1s`` preset's
+training configuration (benchmark workload W3) on the real code path of
+:func:`~mamlbook.fewshot.train_fewshot` (its model, a sampler on a device-resident uint8 split,
+:class:`~mamlbook.amp.Amp`, the one training loop :func:`mamlbook.train.fit`), on SYNTHETIC images
+(:func:`synthetic_split`, shaped like mini-ImageNet's meta-train split: speed does not depend on what
+the pixels show), each iteration synchronised. The peak GPU memory is reset before each row and
+includes the resident split (given separately). As a check that the loop is what a real run costs,
+``train_fewshot`` itself then runs as many iterations (resumed from a warm-up checkpoint, validation
+off). The JSON is rewritten after every row; a row that fails on the device is recorded with
+``status="error"`` and the exit code is 1.
 
 ``--device cpu`` is a smoke test: a tiny split (8 classes × 20 images) and shrunk episodes,
-labelled SMOKE on screen and in the JSON, with the AMP rows reported as refused (``Amp``'s
-message). Its numbers are not for the README.
+labelled SMOKE, with the AMP rows reported as refused (``Amp``'s message). Its numbers are not for
+the README.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -57,7 +43,7 @@ from ..data import ClassImages
 from ..fewshot import FewShotConfig, maml_learner, train_fewshot
 from ..presets import get_preset
 from ..problems import fewshot_problem
-from ..runs import atomic_file, machine_info
+from ..runs import machine_info, write_json
 from ..train import fit
 
 __all__ = ["PRESET", "PROJECT_ITERATIONS", "TARGET_MINUTES", "SHAPES", "synthetic_split", "sync", "time_loop",
@@ -161,9 +147,8 @@ def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=(
               end_to_end: bool = True, on_row=None, tf32=(False,)) -> dict:
     """Every (order, mode) row of the check, with its environment; see the module docstring.
 
-    A row that fails on the device is kept with ``status="error"`` and its message, so one
-    failure does not cost the other rows; ``on_row(result_so_far)`` runs after every row
-    (``main`` uses it to rewrite the JSON, so a run cut short still leaves its rows).
+    A row that fails is kept with ``status="error"`` and its message; ``on_row(result_so_far)`` runs
+    after every row (``main`` rewrites the JSON there).
     """
     device = torch.device(device)
     shape = shape or ("w3" if device.type == "cuda" else "smoke")
@@ -283,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         result["command"] = command
         result["markdown"] = format_table(result)
         if args.json:                                 # atomic: a run cut short leaves the last whole file
-            with atomic_file(args.json, "w") as f:
-                json.dump(result, f, indent=1)
+            write_json(args.json, result)
 
     result = run_check(device, iterations=args.iterations, warmup=args.warmup, modes=modes, orders=orders,
                        shape=args.shape, budget_s=budget, end_to_end=not args.no_end_to_end, on_row=write,

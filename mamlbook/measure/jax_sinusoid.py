@@ -3,25 +3,19 @@
     python -m mamlbook.measure.jax_sinusoid [--iterations 70000] [--seed 0] [--json PATH]
 
 Needs ``pip install 'mamlbook[bench]'`` (jax, optax). The same workload as
-``python -m mamlbook train --preset sinusoid`` (Finn et al. 2017 §5.1 and the official code's
-settings): MLP 1-40-40-1 with ReLU and PyTorch's default initialisation, K = 10 support and 10 query
-points per task, meta-batch 25, one inner SGD step at α = 0.01, Adam at β = 1e-3, 70,000
-iterations; then the query MSE after 0 and 1 SGD steps on 600 new tasks, with the official code's
-95 % CI (1.96·std/√600).
+``python -m mamlbook train --preset sinusoid`` (Finn et al. 2017 §5.1 and the official code's settings,
+listed with their sources in :mod:`mamlbook.sinusoid`; PyTorch's default initialisation), then the
+query MSE after 0 and 1 SGD steps on 600 new tasks with the official code's 95 % CI.
 
 Written as the JAX tutorials write MAML (e.g. Eric Jang's "Meta-learning in 50 lines of JAX"):
 ``inner_step`` = one ``grad`` step, the meta-loss = ``mean(vmap(query_loss ∘ inner_step))``, and
-one ``jit``-ted training step = task sampling with ``jax.random`` (on the device, inside the jit)
-+ ``value_and_grad(meta_loss)`` + ``optax.adam``; a Python loop calls it 70,000 times and keeps the
-losses as device arrays (JAX's asynchronous dispatch is left to work). JAX's own defaults
-otherwise (float32, XLA's CPU thread pool).
-
-The JSON record (``--json``) has the wall time of each phase (import, compile = the first step,
-the training loop, the evaluation) and of the whole process from interpreter start
-(``process_s``, measured against the process's start time), the MSE with its CI, the loss curve,
-the versions and the machine. :mod:`mamlbook.measure.race_jax` runs this and
-``python -m mamlbook train --preset sinusoid`` as whole processes, in turns; it runs this file as a
-script (``python .../jax_sinusoid.py``), so the JAX process never imports torch or mamlbook.
+one ``jit``-ted training step = task sampling with ``jax.random`` (inside the jit) +
+``value_and_grad(meta_loss)`` + ``optax.adam``, called by a Python loop that keeps the losses as
+device arrays (asynchronous dispatch left to work); JAX's defaults otherwise (float32, XLA's CPU
+thread pool). The ``--json`` record: each phase's wall time, the whole process's from interpreter
+start (``process_s``), the MSE with its CI, the loss curve, the versions and the machine.
+:mod:`mamlbook.measure.race_jax` runs this file as a script, so the JAX process never imports torch
+or mamlbook.
 """
 from __future__ import annotations
 

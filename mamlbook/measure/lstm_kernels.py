@@ -2,25 +2,18 @@
 
     python -m mamlbook.rnn_check [--device cuda|cpu] [--steps 30] [--json PATH]
 
-Chapter 9's measurement (run on a GPU with the device tool; on a CPU it runs the same rows
-that make sense there). Workload: :class:`~mamlbook.sequence.LSTMRegressor` (LSTM 1→40,
-linear 40→1), meta-batch 25 sinusoid-walk tasks, K = 10 support + 10 query walks of length
-5, one inner step at α = 0.01 (chapter 9's settings). Rows:
+Chapter 9's measurement (on a GPU with the device tool; on a CPU, the rows that make sense there),
+with chapter 9's settings (:class:`~mamlbook.sequence.WalkConfig`); results: README.md, "On a GPU",
+and chapter 9. Rows (:data:`ROWS`): ``naive-cudnn``, the textbook second-order step
+(:func:`~mamlbook.measure.bench.plain_loop`) through ``nn.LSTM`` on cuDNN (expected to fail on CUDA;
+the error is recorded); ``mamlbook``, :func:`mamlbook.maml.meta_backward` (inner loop on native RNN
+kernels, query pass on cuDNN: :mod:`mamlbook.rnn`); ``no-cudnn``, the same with cuDNN off throughout;
+``first-order`` on cuDNN; ``hand-vmap`` / ``hand-loop``, :class:`~mamlbook.sequence.HandLSTM` with
+the tasks batched or looped.
 
-- ``naive-cudnn``: the textbook second-order step (``autograd.grad(create_graph=True)``,
-  then backward) through ``nn.LSTM`` with cuDNN on: expected to fail on CUDA, and the
-  error is recorded.
-- ``mamlbook``: :func:`mamlbook.maml.meta_backward` — the inner loop on PyTorch's native RNN
-  kernels, the query pass on cuDNN (see :mod:`mamlbook.rnn`).
-- ``no-cudnn``: the same with cuDNN off for the whole step.
-- ``first-order``: FOMAML with cuDNN everywhere (no second derivative needed).
-- ``hand-vmap`` / ``hand-loop``: :class:`~mamlbook.sequence.HandLSTM`, tasks batched with
-  ``vmap`` or looped.
-
-Each row's meta-gradient (float32 on the device) is compared with a float64 CPU reference on
-the same data and weights: ``grad_rel_err`` = ‖g − g_ref‖ / ‖g_ref‖ (the FOMAML row differs
-by design: it is a different gradient). Timing: median ms of ``--steps`` synchronised steps
-after 3 warm-up steps.
+Each row's float32 meta-gradient is compared with a float64 CPU reference on the same data and
+weights (``grad_rel_err`` = ‖g − g_ref‖/‖g_ref‖; the FOMAML row differs by design: it is a different
+gradient). Timing: median ms of ``--steps`` synchronised steps after 3 warm-up steps.
 """
 from __future__ import annotations
 
@@ -34,16 +27,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from ..maml import meta_backward
 from ..rnn import cudnn_disabled
 from ..runs import write_json
 from ..sequence import LSTMRegressor, WalkConfig, sample_walk_tasks
+from .bench import plain_loop
 from .gpu_speed import environment, sync
 
-__all__ = ["CFG", "naive_second_order", "ROWS", "reference_gradient", "run_row", "float64_exactness", "run",
-           "format_table", "main"]
+__all__ = ["CFG", "ROWS", "reference_gradient", "run_row", "float64_exactness", "run", "format_table", "main"]
 
 CFG = WalkConfig()
 
@@ -53,20 +45,9 @@ def _batch(device, dtype, seed=0):
     return [t.to(device=device, dtype=dtype) for t in (b.x_support, b.y_support, b.x_query, b.y_query)]
 
 
-def naive_second_order(model, params, xs, ys, xq, yq, inner_lr):
-    """The step a reader writes first: per task, grad(create_graph=True), then one backward."""
-    total = 0.0
-    for i in range(xs.shape[0]):
-        loss = F.mse_loss(functional_call(model, params, (xs[i],)), ys[i])
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-        adapted = {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
-        total = total + F.mse_loss(functional_call(model, adapted, (xq[i],)), yq[i])
-    (total / xs.shape[0]).backward()
-
-
 def _step_fn(row: str):
     if row == "naive-cudnn":
-        return lambda m, p, b: naive_second_order(m, p, *b, CFG.inner_lr)
+        return lambda m, p, b: plain_loop(m, p, *b, inner_lr=CFG.inner_lr, loss_fn=F.mse_loss)
     # mamlbook and hand-loop loop over the tasks; no-cudnn and first-order leave the choice to "auto"
     batched = {"hand-vmap": True, "no-cudnn": "auto", "first-order": "auto"}.get(row, False)
 

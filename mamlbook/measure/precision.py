@@ -8,15 +8,9 @@ The benchmark (``mamlbook.bench``) compares every implementation's float32 meta-
 plain loop's, also float32; when those disagree it cannot say which is closer to the true value.
 This check computes, for the benchmark's workloads and data, the second-order meta-gradient in
 **float64** on the same device (the reference; cuDNN does not use TF32 for float64), then each
-variant's relative error ‖g − g64‖/‖g64‖ and cosine with it:
-
-- ``fp32-loop`` / ``fp32-vmap``: float32 with TF32 convolutions off;
-- ``tf32-loop`` / ``tf32-vmap``: float32 with PyTorch's default on CUDA (``cudnn.allow_tf32=True``:
-  convolutions round their inputs to 10-bit mantissas);
-- ``bf16-loop``: bf16 autocast (``--amp``);
-- ``f64-vmap``: float64 batched, against float64 looped: the two paths' maths, without rounding.
-
-All variants start from the same θ (float64 weights rounded once) and the same data.
+variant's (:data:`VARIANTS`; ``tf32-*``: PyTorch's CUDA default ``cudnn.allow_tf32=True``) relative
+error ‖g − g64‖/‖g64‖ and cosine with it, all from the same θ (float64 weights rounded once) and the
+same data. Results: docs/benchmarks.md, "How far from float64?".
 """
 from __future__ import annotations
 

@@ -2,26 +2,19 @@
 
     python -m mamlbook.measure.race_jax [--pairs 3] [--iterations 70000] [--cache warm|cold] [--json PATH]
 
-Each pair runs, as separate processes started from the shell's state (a fresh interpreter each:
-imports, compilation, training, the 600-task evaluation, writing results):
-
-- ``python -m mamlbook train --preset sinusoid --out TMP --no-progress`` (the CLI's defaults: one
-  thread, the fastest path it picks for the preset, recorded as ``learner.path`` in metrics.json);
-- ``python mamlbook/measure/jax_sinusoid.py --json TMP`` (:mod:`mamlbook.measure.jax_sinusoid`, run as
-  a file so that the JAX process imports neither torch nor mamlbook; JAX's defaults).
-
-The order alternates (mamlbook first in odd pairs, JAX first in even ones), so a busy spell on a
-shared machine does not always hit the same side. Printed and written: each run's wall time (from
-just before the child starts to its exit), its CPU time (user + system, all its threads), the load
-average before it, the median wall time of each side, the ratio of medians, each pair's ratio, and
-both final 1-step MSEs on 600 new tasks with their 95 % CIs. The two test sets are different draws
-of 600 tasks from the same distribution, so "the same MSE" means |Δ| ≤ √(CI₁² + CI₂²).
+Method and results: docs/benchmarks.md, "The race, whole processes". Each pair runs, as fresh
+processes from the shell's state (imports, compilation, training, the 600-task evaluation, writing
+results), ``python -m mamlbook train --preset sinusoid --out TMP --no-progress`` (its path:
+``learner.path`` in metrics.json) and ``python mamlbook/measure/jax_sinusoid.py --json TMP`` (run as a
+file, so that the JAX process imports neither torch nor mamlbook), mamlbook first in odd pairs. Per
+run: the wall time (from just before the child starts to its exit), its CPU time (user + system, all
+its threads) and the load average before it; the final MSEs are "the same" when |Δ| ≤ √(CI₁² + CI₂²).
 
 ``--cache warm`` (default): PyTorch's compiled graphs come from mamlbook's on-disk cache
-(``~/.cache/mamlbook/inductor``, :func:`mamlbook.fast.use_cache_dir`), which one untimed short run fills
-first if it is empty: the time of every run after the first on a machine. ``--cache cold``: every
-mamlbook run gets a new, empty cache folder, so it compiles from scratch: the first run's time. (JAX
-keeps no compilation cache by default: it compiles in every run, ~1–2 s.)
+(:func:`mamlbook.fast.use_cache_dir`), which one untimed short run fills first if it is empty: the
+time of every run after the first on a machine. ``--cache cold``: every mamlbook run gets a new, empty
+cache folder: the first run's time. (JAX keeps no compilation cache by default: it compiles in every
+run, ~1–2 s.)
 """
 from __future__ import annotations
 
