@@ -154,16 +154,14 @@ def _grads(loss: torch.Tensor, params: Params) -> Params:
     return dict(zip(params, grads_of(loss, params, create_graph=False)))
 
 
-def _plain_steps(model, params, x, y, lr, steps, *, loss="mean", frozen_grad=False) -> Params:
+def _plain_steps(model, params, x, y, lr, steps, *, reduction="mean", frozen_grad=False) -> Params:
     """Plain SGD steps (no graph) with any sign of lr: the reference for the usual mistakes."""
     p = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    start = None
+    first = None
     for _ in range(steps):
-        pred = functional_call(model, p, (x,))
-        value = F.mse_loss(pred, y, reduction="sum" if loss == "sum" else "mean")
-        g = start if (frozen_grad and start is not None) else _grads(value, p)
-        start = g
-        p = {k: (v - lr * g[k]).detach().requires_grad_() for k, v in p.items()}
+        g = _grads(F.mse_loss(functional_call(model, p, (x,)), y, reduction=reduction), p)
+        first = g if first is None else first                   # frozen_grad: every step uses θ's gradient
+        p = {k: (v - lr * (first if frozen_grad else g)[k]).detach().requires_grad_() for k, v in p.items()}
     return p
 
 
@@ -196,7 +194,7 @@ def check_inner_loop(fn: Callable, *, inner_steps: int = 1, first_order: bool = 
                  steps(-INNER_LR)),
                 ("θ − ∇L: the gradient was not multiplied by inner_lr (α)", steps(1.0)),
                 ("a step on the *summed* squared error; the loss is the mean over the K support "
-                 "points (F.mse_loss)", steps(INNER_LR, loss="sum")),
+                 "points (F.mse_loss)", steps(INNER_LR, reduction="sum")),
                 ("the adaptation of the network's own weights, not of the `params` argument: run "
                  "the network as functional_call(model, params, (x,))", lambda: _plain_steps(
                      model, dict(model.named_parameters()), xs, ys, INNER_LR, inner_steps)),
@@ -261,8 +259,7 @@ def check_meta_gradient(fn: Callable, *, first_order: bool = False, inner_steps:
         return loss, _grads(loss, params)
 
     want_loss, want = reference(*data)
-    returned_loss = isinstance(out, torch.Tensor) and out.numel() == 1
-    if returned_loss:
+    if isinstance(out, torch.Tensor) and out.numel() == 1:                # the outer loss, not its gradient
         if not torch.allclose(out.detach().double(), want_loss.detach(), rtol=RTOL, atol=ATOL):
             candidates = _meta_candidates(reference, data, first_order, inner_steps, loss=True)
             raise _explain(check, {"": out.reshape(())}, {"": want_loss.detach()},

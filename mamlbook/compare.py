@@ -1,11 +1,8 @@
 """Meta-learning algorithms side by side at an equal wall-clock budget.
 
-:func:`compare` trains each algorithm of :mod:`mamlbook.algorithms`, one after the other in this
-process, for the same number of seconds, from the same initial θ (``torch.manual_seed(seed)``
-before the model is built) and on the same stream of meta-batches (a generator seeded with
-``seed`` for each algorithm, so all see the same tasks in the same order; a faster algorithm
-simply sees more of them). No model selection: the θ reached when the budget runs out is
-evaluated, on the same fixed test tasks for every algorithm. Each row records
+:func:`compare` races the algorithms of :mod:`mamlbook.algorithms` as chapter 8, section 8, describes:
+the same seconds, initial θ (``torch.manual_seed(seed)`` before the model is built), stream of
+meta-batches (a generator seeded with ``seed`` for each) and test tasks, no model selection. Each row records
 
 - ``iterations``: meta-steps completed; the budget is checked before each step, so training
   overruns it by at most one step and its sampling (``train_time_s`` says by how much);
@@ -62,8 +59,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         # Li et al.: one step. α initialised to MAML's α everywhere is this book's choice, not
         # Li et al.'s (their initialisation is not checked here).
         "metasgd": dict(inner_lr=0.01, inner_steps=1),
-        # MAML++ (authors' config): 5 steps at train and test, MSL over 10 epochs of 500 iterations,
-        # second order throughout; rates start at MAML's α for this problem.
+        # MAML++: the authors' config (quoted in MAMLPlusPlus's docstring); rates start at MAML's α here.
         "mamlpp": dict(inner_lr=0.01, inner_steps=5, anneal_epochs=10, iterations_per_epoch=500,
                        first_order_epochs=0),
         # iMAML (Rajeswaran et al. 2019) has no sinusoid experiment: λ = 2.0, 5 CG steps and 16 inner
@@ -93,22 +89,19 @@ SETTINGS: dict[str, dict[str, dict]] = {
         # Truncated backpropagation: this book's choice: MAML's α = 2.0 (mean CE), 5 inner steps (MAML's
         # 20-way count) differentiated through the last 1, 10 steps at test as the book's MAML.
         "truncated": dict(inner_lr=2.0, inner_steps=5, backprop_steps=1, test_steps=10),
-        # The transfer baselines, on every classification preset (Omniglot and mini-ImageNet alike).
-        # Chen et al. 2019, wyharveychen/CloserLookFewShot train.py: batches of 16 images, Adam at 1e-3
-        # (the preset's β); baselinefinetune.py: the new head's weight decay 1e-3 (algorithms/baseline.py).
+        # The transfer baselines, on every classification preset (Omniglot and mini-ImageNet alike), Adam at the
+        # preset's β. Sources (Chen et al. 2019; Tian et al. 2020; finetune: this book's choice) are quoted in
+        # algorithms/baseline.py and algorithms/transfer.py.
         "baseline": dict(batch_size=16, weight_decay=1e-3),
-        "baselinepp": dict(batch_size=16),             # scale 2 (≤ 200 classes) or 10: backbone.py distLinear
-        # Tian et al. 2020, WangYueFt/rfs eval/meta_eval.py: LogisticRegression's default C = 1 on
-        # L2-normalised features; pretrained as the Baseline (their ResNet-12 recipe is not used).
+        "baselinepp": dict(batch_size=16),
         "probe": dict(batch_size=16, C=1.0),
-        # Whole-network fine-tuning from the Baseline's head: 10 SGD steps (MAML's meta-test count) at
-        # α = 0.1 (mean CE): this book's choice (mamlbook.algorithms.transfer).
         "finetune": dict(batch_size=16, weight_decay=1e-3, inner_lr=0.1, test_steps=10),
     },
 }
 # compare()'s default race: chapter 8's learners. Chapter 10's (iMAML, truncated, the transfer baselines)
 # are raced by naming them.
 CHAPTER8 = ("maml", "fomaml", "reptile", "anil", "metasgd", "mamlpp", "protonet")
+
 
 def sinusoid_problem(*, k_shot: int = 10, meta_batch_size: int = 25,
                      num_test_tasks: int | None = None) -> Problem:
@@ -130,7 +123,6 @@ def omniglot_problem(splits: dict, *, n_way: int = 5, k_shot: int = 1, meta_batc
                         meta_batch_size=meta_batch_size or pick(32, 8), meta_lr=meta_lr or pick(1e-3, 3e-3),
                         test_tasks=num_test_tasks or pick(600, 100))
     problem = problems.fewshot_problem(cfg, splits, device=device, test_seed=test_seed, validate=False)
-    problem.name = "omniglot"
     for tasks in problem.tests.values():
         tasks.chunk = tasks.num_tasks                  # drawn in one go, as chapter 8's recorded runs
     if problem.note:
@@ -146,24 +138,21 @@ def tasks_digest(tasks: Sequence[torch.Tensor]) -> str:
     return h.hexdigest()[:12]
 
 
-class SavedGraphPeak:
-    """Context manager: the peak bytes of tensor storages held by autograd graphs for backward.
+class SavedGraphPeak(torch.autograd.graph.saved_tensors_hooks):
+    """Context manager: the peak bytes (``.peak``) of tensor storages held by autograd graphs for backward.
 
     Each saved tensor is wrapped in a handle that lives exactly as long as the graph keeps it;
     a storage saved several times counts once.
     """
 
     def __init__(self):
+        super().__init__(lambda t: _Saved(self, t), lambda h: h.tensor)
         self.live: dict[int, int] = {}
         self.bytes = self.peak = 0
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(self, t), lambda h: h.tensor)
-        self._hooks.__enter__()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc):
-        self._hooks.__exit__(*exc)
 
 
 class _Saved:

@@ -94,9 +94,7 @@ class Algorithm:
     # What outer_step trains on (Problem.sampler): "episodes", meta-batches of tasks (T, K|Q, ...); or
     # "classes", flat (x, global label) batches of the meta-train classes (the pretraining baselines).
     batches = "episodes"
-    # Set by mamlbook.distributed.distribute: the ranks this learner's meta-batch is split across.
-    # Its outer step then averages the meta-gradient (and the loss) over them; None: one process.
-    ranks = None
+    ranks = None   # the ranks sharing its meta-batch (mamlbook.distributed.distribute); None: one process
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, problem: str,
                  inner_lr: float | None = None, inner_steps: int = 1, test_steps: int | None = None,
@@ -150,11 +148,7 @@ class Algorithm:
 
     @property
     def path(self) -> str:
-        """How the outer step computes the meta-gradient (the run record's ``learner.path``).
-
-        "fused-mlp" (:mod:`mamlbook.fast`: hand-written meta-gradient + Adam in one compiled graph),
-        "compiled-vmap" (:func:`mamlbook.functional.make_meta_grad` compiled), "vmap" or "per-task-loop".
-        """
+        """How the outer step computes the meta-gradient (the run record's path: docs/benchmarks.md)."""
         if self._meta_grad is not None:
             return getattr(self._meta_grad, "path", "compiled-vmap")
         if self._task_threads() is not None:
@@ -339,4 +333,3 @@ class FOMAML(MAML):
 
     name = "fomaml"
     first_order = True
-

@@ -56,7 +56,7 @@ from .base import Algorithm, default_head
 from .imaml import conjugate_gradient
 from .protonet import without_head
 
-__all__ = ["CHEN_WEIGHT_DECAY", "chen_scale", "normalize", "cosine_logits", "lbfgs", "fit_linear_heads",
+__all__ = ["CHEN_WEIGHT_DECAY", "chen_scale", "normalize", "cosine_logits", "fit_linear_heads",
            "fit_cosine_heads", "FittedHead", "Baseline", "BaselinePlusPlus"]
 
 CHEN_WEIGHT_DECAY = 1e-3      # [C] baselinefinetune.py: SGD(..., weight_decay=0.001) for the new head
@@ -80,24 +80,6 @@ def cosine_logits(features: torch.Tensor, weight: torch.Tensor, scale: float) ->
 def _tolerance(dtype: torch.dtype) -> float:
     """The gradient a head fit stops at: 1e-12 in float64, 1e-6 in float32 (near their rounding floors)."""
     return 1e-12 if dtype == torch.float64 else 1e-6
-
-
-def lbfgs(tensors: list[torch.Tensor], objective, *, max_iter: int, tol: float) -> None:
-    """Minimise ``objective()`` over the leaf ``tensors`` in place with L-BFGS (strong-Wolfe line search).
-
-    Stops when every gradient entry is within ``tol`` of 0, when a step no longer moves anything, or
-    after ``max_iter`` iterations.
-    """
-    opt = torch.optim.LBFGS(tensors, lr=1.0, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=tol,
-                            tolerance_change=0.0, history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-    with torch.enable_grad():
-        opt.step(closure)
 
 
 def _mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -164,14 +146,24 @@ def fit_cosine_heads(features: torch.Tensor, labels: torch.Tensor, n_way: int, *
                      max_iter: int = 1000, tol: float | None = None) -> torch.Tensor:
     """Baseline++'s new heads: class vectors W (T, N, D) minimising mean_s CE(s · cos(w_c, f_s), y_s).
 
-    Starts at each class's mean normalised support feature (then L-BFGS); features (T, S, D), labels (T, S).
+    Starts at each class's mean normalised support feature, then L-BFGS (strong-Wolfe line search) until
+    every gradient entry is within ``tol`` of 0, a step no longer moves anything, or after ``max_iter``
+    iterations. Features (T, S, D), labels (T, S).
     """
     f = features.detach()
     onehot = F.one_hot(labels, n_way).to(f.dtype)                                    # (T, S, N)
-    start = onehot.transpose(1, 2) @ normalize(f) / onehot.sum(1).clamp(min=1)[..., None]   # (T, N, D)
-    w = start.clone().requires_grad_()
-    lbfgs([w], lambda: _mean_ce(cosine_logits(f, w, scale), labels), max_iter=max_iter,
-          tol=tol or _tolerance(f.dtype))
+    w = (onehot.transpose(1, 2) @ normalize(f) / onehot.sum(1).clamp(min=1)[..., None]).requires_grad_()  # (T, N, D)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
+                            tolerance_grad=tol or _tolerance(f.dtype), tolerance_change=0.0, history_size=50,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = _mean_ce(cosine_logits(f, w, scale), labels)
+        loss.backward()
+        return loss
+    with torch.enable_grad():
+        opt.step(closure)
     return w.detach()
 
 

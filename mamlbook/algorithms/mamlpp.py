@@ -2,20 +2,16 @@
 
 The tested copy of chapter 8's MAML++.
 
-- **Multi-step loss (MSL)**: the outer loss is Σ_j w_j L_query(θ_j) over *every* inner step
-  j = 1..N instead of the last one only; the weights start uniform (1/N) and are annealed
-  towards the last step over ``anneal_epochs`` (:func:`multi_step_loss_weights`), after which
-  only the last step's loss is used.
-- **Per-layer per-step learned inner learning rates (LSLR)**: each parameter tensor ("layer")
-  has its own learning rate for each inner step, α[name][j], meta-learned with θ
-  (:func:`init_per_step_lrs`).
+Its parts (chapter 8, section 5, explains the first three):
+
+- **Multi-step loss (MSL)**: Σ_j w_j L_query(θ_j) over every inner step j = 1..N, the weights annealed
+  from uniform towards the last step over ``anneal_epochs`` (:func:`multi_step_loss_weights`).
+- **Per-layer per-step learned inner learning rates (LSLR)**: α[name][j] (:func:`init_per_step_lrs`).
 - **Derivative-order annealing (DA)**: first-order meta-gradients for the first
   ``first_order_epochs`` epochs, second-order after (:func:`use_first_order`).
-- **Per-step BatchNorm weights and biases (BNWB)**: pass ``step_bn`` (built by
-  :func:`mamlbook.mamlpp_bn.init_per_step_bn`) and θ without its BN entries
-  (:func:`mamlbook.mamlpp_bn.without_bn`); step j uses its own BN shifts/scales, which the
-  inner loop does not adapt. Per-step running statistics (BNRS) are not needed: our BatchNorm
-  always uses batch statistics, as the authors' code in fact does (see ``mamlpp_bn``).
+- **Per-step BatchNorm weights and biases (BNWB)**: step j's own BN shifts/scales, not adapted: pass
+  ``step_bn`` and θ without its BN entries (:mod:`mamlbook.mamlpp_bn`, which also says why per-step
+  running statistics, BNRS, are not needed).
 - **Cosine annealing of the meta-learning rate (CA)**: :func:`cosine_meta_lr_scheduler`.
 
 The schedules follow the authors' code (AntreasAntoniou/HowToTrainYourMAMLPytorch,

@@ -40,6 +40,7 @@ from .base import refuse_test_lr as _refuse_test_lr
 __all__ = ["init_inner_lrs", "metasgd_step", "metasgd_adapt", "batched_metasgd_adapt",
            "metasgd_meta_loss", "metasgd_meta_backward", "MetaSGD"]
 
+
 def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None = None,
                    high: float | None = None, generator: torch.Generator | None = None) -> Params:
     """α as a dict of leaf tensors shaped like θ (``requires_grad=True``), ready for an optimizer.
@@ -50,6 +51,7 @@ def init_inner_lrs(params: Params, inner_lr: float = 0.01, *, low: float | None 
     """
     if (low is None) != (high is None):
         raise ValueError("give both low and high for a uniform initialisation, or neither")
+
     def start(p):
         if low is None:
             return torch.full_like(p, inner_lr)

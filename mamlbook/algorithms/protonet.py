@@ -2,13 +2,9 @@
 
 The tested copy of chapter 8's Prototypical Networks.
 
-No inner loop at all. An embedding network f_θ maps each image to a vector; a class's
-*prototype* is the mean embedding of its support examples, and a query is scored by its negative
-squared Euclidean distance to each prototype:
-
-    c_n = (1/K) Σ_{(x, y) ∈ S, y = n} f_θ(x)              (N, D)
-    logits[q, n] = −‖f_θ(x_q) − c_n‖²                      (Q, N)
-    L = cross-entropy(logits, y_query), averaged over the query set and over the T tasks.
+No inner loop: a class's prototype c_n is the mean embedding f_θ(x) of its support examples, a
+query's logits are −‖f_θ(x_q) − c_n‖² (chapter 8, section 7, gives the equations), and the loss is
+their cross-entropy, averaged over the query set and over the T tasks.
 
 Labels are 0..N−1 *within each task* (as the episode sampler produces them); every class must
 have at least one support example. Choices, stated once:
@@ -33,11 +29,12 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import OptionError
-from ..maml import Params, backward_detached
+from ..maml import Params, backward_detached, mean_task_loss
 from .base import Algorithm, Predictor, default_head
 
 __all__ = ["prototypes", "proto_logits", "task_logits", "protonet_loss", "protonet_accuracy", "ProtoNet",
            "without_head"]
+
 
 def prototypes(emb_support: torch.Tensor, y_support: torch.Tensor, n_way: int | None = None) -> torch.Tensor:
     """Mean support embedding of each class: (S, D) embeddings, (S,) labels 0..N−1 → (N, D).
@@ -79,11 +76,9 @@ def protonet_loss(model: nn.Module, params: Params, x_support: torch.Tensor, y_s
 
     ``n_way`` defaults to 1 + the largest support label of each task.
     """
-    total = 0.0
-    for i in range(x_support.shape[0]):
-        logits = task_logits(model, params, x_support[i], y_support[i], x_query[i], n_way)
-        total = total + F.cross_entropy(logits, y_query[i])
-    return total / x_support.shape[0]
+    def task_loss(xs, ys, xq, yq):
+        return F.cross_entropy(task_logits(model, params, xs, ys, xq, n_way), yq)
+    return mean_task_loss(task_loss, x_support, y_support, x_query, y_query)
 
 
 @torch.no_grad()

@@ -2,16 +2,11 @@
 
 The tested copy of chapter 3's Reptile (and chapter 8's learner).
 
-For every task i of a meta-batch, run ``inner_steps`` of SGD from θ on the task's data to get
-φ_i, then update
-
-    θ ← θ + ε · (1/T) Σ_i (φ_i − θ)
-
-— θ moves toward the **average of the task-adapted parameters** (with ε = 1 it *becomes* that
-average). No second derivatives and no query set: the direction θ − mean_i φ_i is handed to
-any optimiser as if it were a gradient (:func:`reptile_gradient`), or applied directly with
-step ε (:func:`reptile_step`). With one inner step, θ − φ_i = α ∇L_i(θ): Reptile is then
-joint training on all tasks; with more steps it picks up MAML-like terms (Nichol et al., §5).
+θ ← θ + ε · (1/T) Σ_i (φ_i − θ), φ_i = ``inner_steps`` of SGD from θ on task i's data (chapter 3,
+section 3). The direction θ − mean_i φ_i is handed to any optimiser as if it were a gradient
+(:func:`reptile_gradient`), or applied directly with step ε (:func:`reptile_step`). With one inner
+step, θ − φ_i = α ∇L_i(θ): Reptile is then joint training on all tasks; with more steps it picks up
+MAML-like terms (Nichol et al., §5).
 """
 from __future__ import annotations
 
@@ -23,6 +18,7 @@ from ..maml import LossFn, Params, adapt, batched_adapt, resolve_batched
 from .base import Algorithm
 
 __all__ = ["adapted_parameters", "reptile_gradient", "reptile_step", "Reptile"]
+
 
 def adapted_parameters(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, *,
                        inner_lr: float, inner_steps: int, loss_fn: LossFn = F.mse_loss,

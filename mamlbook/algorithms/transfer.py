@@ -20,11 +20,10 @@ its support-set augmentation (``n_aug_support_samples``), ResNet-12 and self-dis
 (the optimum of Chen et al.'s weight-decayed logistic regression on the frozen features: "linear
 probing, then fine-tuning", Kumar et al., ICLR 2022), then every parameter takes ``test_steps`` SGD
 steps of size α on the mean support cross-entropy, θ' = θ − α ∇L_support(θ), exactly MAML's
-meta-test adaptation (:func:`mamlbook.maml.adapt`). Settings, this book's choices (no paper fixes
-them for a Conv4): 10 steps, MAML's meta-test count (cbfinn/maml ``test_num_updates``), at α = 0.1 in
-mean-CE units (the inner rate of iMAML's and MAML++'s authors' Omniglot Conv4 configurations).
-``evaluate --steps/--inner-lr`` change them. The model's own head must have N outputs (it holds the
-new head); BatchNorm uses batch statistics, as in MAML.
+meta-test adaptation (:func:`mamlbook.maml.adapt`). Its settings are this book's choices, as no paper
+fixes them for a Conv4 (:data:`FINETUNE_STEPS`, :data:`FINETUNE_LR`; ``evaluate --steps/--inner-lr``
+change them). The model's own head must have N outputs (it holds the new head); BatchNorm uses batch
+statistics, as in MAML.
 """
 from __future__ import annotations
 
@@ -41,8 +40,8 @@ from .baseline import Baseline, fit_linear_heads, normalize
 __all__ = ["TIAN_C", "FINETUNE_LR", "FINETUNE_STEPS", "LinearProbe", "FineTune"]
 
 TIAN_C = 1.0                  # [R]: scikit-learn's LogisticRegression default C
-FINETUNE_STEPS = 10           # MAML's meta-test steps (cbfinn/maml test_num_updates): this book's choice
-FINETUNE_LR = 0.1             # mean-CE α of iMAML's and MAML++'s Omniglot configs: this book's choice
+FINETUNE_STEPS = 10           # this book's choice: MAML's meta-test count (cbfinn/maml test_num_updates)
+FINETUNE_LR = 0.1             # this book's choice: the mean-CE α of iMAML's and MAML++'s Omniglot Conv4 configs
 
 
 class LinearProbe(Baseline):
@@ -108,9 +107,8 @@ class FineTune(Baseline):
         if n_way != linear.out_features:
             raise OptionError(f"finetune: the task has {n_way} classes but the model's head {self.head!r} "
                               f"has {linear.out_features} outputs; build the model for {n_way}-way tasks")
-        w, b = fit_linear_heads(self.features(x_s).unsqueeze(0), y_s.unsqueeze(0), n_way,
-                                weight_decay=self.weight_decay, max_iter=self.max_iter)
-        new_head = {f"{self.head}weight": w[0], f"{self.head}bias": b[0]}
+        heads = self.fit_heads(self.features(x_s).unsqueeze(0), y_s.unsqueeze(0), n_way)   # the Baseline's
+        new_head = {f"{self.head}{k}": v[0] for k, v in heads.items()}
         theta = {k: new_head.get(k, v).detach().requires_grad_() for k, v in self.params.items()}
         if steps > 0:
             with torch.enable_grad():
