@@ -24,6 +24,7 @@ from .errors import OptionError
 
 __all__ = ["AmpNotSupportedError", "Amp", "tf32_mode"]
 
+
 class AmpNotSupportedError(OptionError):
     """``--amp`` was asked for where mixed precision cannot run."""
 

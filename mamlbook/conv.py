@@ -31,7 +31,8 @@ The BatchNorm (:func:`batch_norm`) runs PyTorch's native ``F.batch_norm`` kernel
 and a version written from ``mean``/``var``/``rsqrt`` when it runs under ``torch.func.vmap``:
 PyTorch's batching rule for the native kernel's double backward gives wrong second-order
 meta-gradients (torch 2.14; chapter 4 shows it with the zero conv-bias invariant), while the
-native kernel is 1.4–1.7× faster than the hand-written one in a plain per-task loop.
+native kernel is faster in a plain per-task loop (a whole omniglot-20w1s step took 1.17× as long with the
+hand-written formula: docs/benchmarks.md, "CPU: omniglot-20w1s (W4)").
 """
 from __future__ import annotations
 

@@ -11,10 +11,9 @@ products, no autograd tape: per task i and inner step j,
                differentiation of the backward pass above, Pearlmutter's R-op);  ∇θ = Σ_i v_0,i
 
 (ReLU's second derivative is zero almost everywhere, as in autograd). :func:`mlp_meta_grad` is the
-plain-PyTorch function; :class:`FusedMLPStep` puts it, the meta-gradient clip and the Adam update
-(torch.optim.Adam's formula, on that optimizer's own state tensors, so checkpoints and resume do
-not notice) into **one** ``torch.compile``-d graph: a training step is then a single call into a
-few fused C++ loops and matrix products, instead of ~150 small PyTorch operations. On the paper's
+plain-PyTorch function; :class:`FusedMLPStep` puts it, the meta-gradient clip and the Adam update (on
+the optimizer's own state) into **one** ``torch.compile``-d graph: a training step is then a single call
+into a few fused C++ loops and matrix products, instead of ~150 small PyTorch operations. On the paper's
 sinusoid run this is what makes a 2-core CPU faster than the JAX idiom; measurements, the tests
 (``tests/test_fast_paths.py``) and the on-disk compile cache (:func:`use_cache_dir`): docs/benchmarks.md.
 """
@@ -30,10 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["mlp_layers", "mlp_meta_grad", "adam_update_", "use_cache_dir", "cache_dir", "FusedMLPStep",
-           "fused_mlp_step", "PATH_FUSED_MLP"]
-
-PATH_FUSED_MLP = "fused-mlp"   # what the run record says when this path trains
+__all__ = ["mlp_layers", "mlp_meta_grad", "use_cache_dir", "cache_dir", "FusedMLPStep", "fused_mlp_step"]
 
 
 def mlp_layers(model: nn.Module) -> list[tuple[str, str]] | None:
@@ -158,24 +154,6 @@ def mlp_meta_grad(ws: list[torch.Tensor], bs: list[torch.Tensor], x_s: torch.Ten
     return [v.sum(0) for v in vws], [v.sum(0) for v in vbs], loss
 
 
-# ------------------------------------------------------------------ Adam, as torch.optim.Adam computes it
-def adam_update_(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr: float, beta1: float, beta2: float,
-                 eps: float, count: bool = True) -> None:
-    """One Adam step in place (torch.optim.Adam's formula, no weight decay, no amsgrad).
-
-    ``steps`` are 0-dim tensors, incremented first unless ``count=False`` (already done).
-    """
-    for p, g, m, v, s in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        if count:
-            s.add_(1)
-        m.lerp_(g, 1 - beta1)
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        n = s.to(torch.float64)                  # bias corrections in double, as Adam's float(step) gives
-        step_size = lr / (1 - beta1 ** n)
-        denom = v.sqrt() / (1 - beta2 ** n).sqrt() + eps
-        p.sub_(step_size * m / denom)
-
-
 # ------------------------------------------------------------------ the compile cache
 def cache_dir() -> Path:
     """Where mamlbook keeps compiled graphs: ``$XDG_CACHE_HOME/mamlbook/inductor`` (~/.cache/...)."""
@@ -208,9 +186,13 @@ def _flat_step(theta, exp_avg, exp_avg_sq, steps, x_s, y_s, x_q, y_q, *, layout,
     g = torch.cat([t.reshape(-1) for pair in zip(gws, gbs) for t in pair])     # (P,), θ's layout
     if grad_clip:
         g = g.clamp(-grad_clip, grad_clip)
-    steps.add_(1)
-    adam_update_([theta], [g], [exp_avg], [exp_avg_sq], [steps[0]], lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                 count=False)
+    steps.add_(1)                 # Adam in place: torch.optim.Adam's formula, no weight decay or amsgrad
+    exp_avg.lerp_(g, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    n = steps[0].to(torch.float64)        # bias corrections in double, as Adam's float(step) gives
+    step_size = lr / (1 - beta1 ** n)
+    denom = exp_avg_sq.sqrt() / (1 - beta2 ** n).sqrt() + eps
+    theta.sub_(step_size * exp_avg / denom)
     return loss
 
 
@@ -227,7 +209,7 @@ class FusedMLPStep:
     :meth:`__call__` for the meta-gradient, then ``optimizer.step()``).
     """
 
-    path = PATH_FUSED_MLP
+    path = "fused-mlp"   # what the run record says when this path trains
 
     def __init__(self, names: list[tuple[str, str]], *, inner_lr: float, inner_steps: int, first_order: bool,
                  grad_clip: float | None = None, compile: bool = True, device: torch.device | None = None):

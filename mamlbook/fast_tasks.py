@@ -25,9 +25,7 @@ from torch import nn
 from .conv import has_batchnorm
 from .maml import LossFn, Params, resolve_batched, task_query_loss
 
-__all__ = ["PATH_TASK_THREADS", "usable_cores", "TaskThreads", "task_threads_for"]
-
-PATH_TASK_THREADS = "task-threads"
+__all__ = ["usable_cores", "TaskThreads", "task_threads_for"]
 
 
 def usable_cores() -> int:
@@ -47,7 +45,7 @@ class TaskThreads:
         workers: threads (default: the usable cores).
     """
 
-    path = PATH_TASK_THREADS
+    path = "task-threads"   # what the run record says when this path trains
 
     def __init__(self, model: nn.Module, workers: int | None = None):
         if any(True for _ in model.buffers()):
@@ -69,9 +67,7 @@ class TaskThreads:
             self._pool = None
 
     def __getstate__(self):                                    # deepcopy/pickle: threads are not copied
-        state = dict(self.__dict__)
-        state["_pool"] = None
-        return state
+        return {**self.__dict__, "_pool": None}
 
     def meta_backward(self, params: Params, x_support: torch.Tensor, y_support: torch.Tensor,
                       x_query: torch.Tensor, y_query: torch.Tensor, *, inner_lr: float, inner_steps: int = 1,

@@ -45,18 +45,15 @@ class FewShotConfig:
         inner_lr: α for the MEAN cross-entropy (= the official α × N).
         inner_steps / test_inner_steps: inner SGD steps in meta-training / at meta-test.
         meta_lr: Adam's β (1e-3).
-        grad_clip: clip each meta-gradient entry to ±grad_clip, in mean-CE units (the official code clips
-            at 10 on mini-ImageNet, none on Omniglot, on its (N·Q/K)× larger outer loss: see presets.py).
+        grad_clip: clip each meta-gradient entry to ±grad_clip, in mean-CE units (docs/classification.md).
         val_every, val_tasks: validate every ``val_every`` iterations on ``val_tasks`` fixed tasks.
         test_tasks: meta-test tasks (600, as the official code).
         checkpoint_every: iterations between atomic checkpoints.
         amp: mixed precision (bf16 autocast, or fp16 + GradScaler; CUDA only).
         compile: compute the meta-gradient with the ``torch.compile``-d
-            :func:`~mamlbook.functional.make_meta_grad` (tasks under ``vmap``, one fused graph;
-            the same numbers as the default path, checked in float64). Not with ``amp``.
-        tf32: let CUDA round float32 convolutions/matmuls to TF32 (off by default: measured on
-            an H200, TF32 puts the second-order meta-gradient 1–11 % away from float64, against
-            0.01–0.04 % for true float32; see :mod:`mamlbook.precision_check`). No effect on CPU.
+            :func:`~mamlbook.functional.make_meta_grad` (docs/classification.md). Not with ``amp``.
+        tf32: let CUDA round float32 convolutions/matmuls to TF32 (off by default, for the
+            measured loss of precision: docs/classification.md). No effect on CPU.
     """
 
     dataset: str = "omniglot"
@@ -138,9 +135,7 @@ def load_splits(cfg: FewShotConfig, data: str | os.PathLike | None = None) -> di
         raise DatasetNotFoundError(f"data folder {data} does not exist; " + _where_to_get(cfg))
     try:
         if cfg.dataset == "omniglot":
-            if cfg.split == "small":
-                return _omniglot_small_with_val(data)
-            return omniglot_splits(cfg.split, data)
+            return _omniglot_small_with_val(data) if cfg.split == "small" else omniglot_splits(cfg.split, data)
         if data is not None and (Path(data) / "miniimagenet").is_dir():
             data = Path(data) / "miniimagenet"
         return {split: load_miniimagenet(data, split) for split in ("train", "val", "test")}

@@ -23,6 +23,7 @@ from .maml import LossFn, Params, check_inner
 
 __all__ = ["make_meta_grad"]
 
+
 def make_meta_grad(model: nn.Module, *, inner_lr: float, inner_steps: int = 1,
                    loss_fn: LossFn = F.mse_loss, first_order: bool = False,
                    compile: bool = False, adapt_bn: bool = True) -> Callable[..., tuple[Params, torch.Tensor]]:

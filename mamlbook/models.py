@@ -9,6 +9,7 @@ from torch import nn
 
 __all__ = ["SinusoidMLP", "params_of"]
 
+
 class SinusoidMLP(nn.Sequential):
     """The paper's regression network: 1-40-40-1 with ReLU (Finn et al. 2017, Section 5.1).
 

@@ -34,14 +34,12 @@ METHOD_COLORS = {"maml": "tab:green", "pretrained": "tab:blue", "oracle": "tab:r
 TRUTH_COLOR = "tab:red"
 
 
-def _axes(ax: Axes | None, figsize=(6, 4)) -> Axes:
-    if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
-    return ax
+def _axes(ax: Axes | None) -> Axes:
+    return plt.subplots(figsize=(6, 4))[1] if ax is None else ax
 
 
-def _grid(x_range=INPUT_RANGE, num_points: int = 200) -> torch.Tensor:
-    return torch.linspace(x_range[0], x_range[1], num_points).unsqueeze(-1)  # (N, 1)
+def _axes_and_grid(ax: Axes | None, x_range, num_points: int) -> tuple[Axes, torch.Tensor]:
+    return _axes(ax), torch.linspace(x_range[0], x_range[1], num_points).unsqueeze(-1)   # x: (N, 1)
 
 
 def _log_y(ax: Axes) -> None:
@@ -55,13 +53,12 @@ def _method_colors(names) -> list:
     """One distinct colour per name: the paper's colour where it is still free, else the next unused."""
     palette = [f"tab:{c}" for c in ("green", "blue", "red", "orange", "purple", "brown", "pink",
                                      "gray", "olive", "cyan")]
-    used, colors = set(), []
+    colors = []
     for name in names:
         color = next((c for prefix, c in METHOD_COLORS.items() if name.lower().startswith(prefix)), None)
-        if color is None or color in used:
-            color = next((c for c in palette if c not in used and c not in METHOD_COLORS.values()),
-                         next((c for c in palette if c not in used), "black"))
-        used.add(color)
+        if color is None or color in colors:
+            color = next((c for c in palette if c not in colors and c not in METHOD_COLORS.values()),
+                         next((c for c in palette if c not in colors), "black"))
         colors.append(color)
     return colors
 
@@ -84,8 +81,7 @@ def plot_tasks(batch: SinusoidBatch, *, num: int | None = 5, ax: Axes | None = N
     One line per task (in order) and, with ``show_support``, one scatter of its K support points
     in the same colour.
     """
-    ax = _axes(ax)
-    x = _grid(x_range, num_points)
+    ax, x = _axes_and_grid(ax, x_range, num_points)
     n = batch.num_tasks if num is None else min(num, batch.num_tasks)
     for i in range(n):
         y = sinusoid(x, batch.amplitude[i], batch.phase[i])
@@ -102,8 +98,7 @@ def plot_model(model: nn.Module, *, params: Mapping[str, torch.Tensor] | None = 
                ax: Axes | None = None, x_range=INPUT_RANGE, num_points: int = 200,
                label: str = "model", **line_kw) -> Axes:
     """Draw one model's prediction over the input range (one line), e.g. on top of :func:`plot_tasks`."""
-    ax = _axes(ax)
-    x = _grid(x_range, num_points)
+    ax, x = _axes_and_grid(ax, x_range, num_points)
     line_kw = {"color": "black", "linewidth": 2.5, **line_kw}
     ax.plot(x[:, 0], predict(model, x, params)[:, 0].float(), label=label, **line_kw)
     return ax
@@ -139,8 +134,7 @@ def plot_adaptation(model: nn.Module, batch: SinusoidBatch, i: int = 0, *, inner
     Draws, in order: the ground truth (red), then one dotted line per entry of ``steps``
     (lighter = fewer steps), plus the support points ("used for grad"), as in the paper's Figure 2.
     """
-    ax = _axes(ax)
-    x = _grid(x_range, num_points)
+    ax, x = _axes_and_grid(ax, x_range, num_points)
     xs, ys, _, _ = batch.task(i)
     ax.plot(x[:, 0], sinusoid(x, batch.amplitude[i], batch.phase[i])[:, 0], color=TRUTH_COLOR,
             linewidth=2, label="ground truth")
@@ -173,13 +167,6 @@ def plot_learning_curve(histories: History | Mapping[str, History], *, window: i
     return ax
 
 
-def _as_curve(result, steps: Sequence[int]) -> tuple[list[int], list[float], list[float]]:
-    if isinstance(result, EvalResult):
-        return list(result.steps), list(result.mean), list(result.ci95)
-    mean, ci = result  # a constant, e.g. the oracle's (mean, ci95): drawn flat over the steps
-    return list(steps), [float(mean)] * len(steps), [float(ci)] * len(steps)
-
-
 def plot_adaptation_curves(results: Mapping[str, EvalResult | tuple[float, float]], *,
                            ax: Axes | None = None, title: str | None = None,
                            band: bool = True, logy: bool = False) -> Axes:
@@ -192,8 +179,12 @@ def plot_adaptation_curves(results: Mapping[str, EvalResult | tuple[float, float
     ax = _axes(ax)
     steps = next((r.steps for r in results.values() if isinstance(r, EvalResult)), list(range(11)))
     for (name, result), color in zip(results.items(), _method_colors(results)):
-        xs, mean, ci = _as_curve(result, steps)
         flat = not isinstance(result, EvalResult)
+        if flat:   # a constant, e.g. the oracle's (mean, ci95): drawn flat over the steps
+            mean, ci = result
+            xs, mean, ci = list(steps), [float(mean)] * len(steps), [float(ci)] * len(steps)
+        else:
+            xs, mean, ci = list(result.steps), list(result.mean), list(result.ci95)
         (line,) = ax.plot(xs, mean, marker=None if flat else "o", markersize=3, label=name,
                           color=color, linestyle=":" if flat else "-")
         if band:

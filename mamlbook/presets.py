@@ -22,6 +22,7 @@ from .fewshot import FewShotConfig
 
 __all__ = ["Preset", "OFFICIAL_GRAD_CLIP", "official_clip_in_mean_ce_units", "PRESETS", "get_preset"]
 
+
 @dataclass(frozen=True)
 class Preset:
     """A named configuration, the paper's result for it, and where each number comes from."""

@@ -138,8 +138,7 @@ class Problem:
     @property
     def test(self) -> Batch:
         """The first protocol's test tasks as one batch (chapter 8's race)."""
-        batches = list(next(iter(self.tests.values())).batches())
-        return tuple(torch.cat([b[i] for b in batches]) for i in range(4))
+        return tuple(torch.cat(parts) for parts in zip(*next(iter(self.tests.values())).batches()))
 
 
 def metric_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -176,8 +175,7 @@ def evaluate_learner(learner, tasks: TaskSet, kind: str, *, steps: list[int] | N
     A learner split across ranks (:mod:`mamlbook.distributed`) scores its share of the tasks on
     each rank; every rank gets the whole per-task table, hence the one-process numbers.
     """
-    if steps is None:
-        steps = learner.default_eval_steps()
+    steps = learner.default_eval_steps() if steps is None else steps
 
     def scores(b):
         return learner.score_tasks(*b, steps=steps, inner_lr=inner_lr, metric=metric_fn(kind)).cpu()
@@ -235,11 +233,9 @@ def fewshot_problem(cfg, splits: dict, *, device=None, num_test_tasks: int | Non
         return lambda n, gen: as_batch(sampler.sample(n, gen))
     train = draw("train")
     val = (TaskSet(draw("val"), cfg.val_tasks, cfg.seed + 1) if validate and "val" in splits else None)
-    tests = {}
-    if "test" in splits:
-        queries = [cfg.k_shot] + ([15] if cfg.dataset == "miniimagenet" and cfg.k_shot != 15 else [])
-        tests = {f"{q} queries/class": TaskSet(draw("test", q), num_test_tasks or cfg.test_tasks, test_seed)
-                 for q in queries}
+    queries = [cfg.k_shot] + ([15] if cfg.dataset == "miniimagenet" and cfg.k_shot != 15 else [])
+    tests = {f"{q} queries/class": TaskSet(draw("test", q), num_test_tasks or cfg.test_tasks, test_seed)
+             for q in queries} if "test" in splits else {}
     fake = any(getattr(s, "fake", False) for s in splits.values())
     return Problem(cfg.dataset, "classification", lambda: make_model(cfg),
                    lambda gen: train(cfg.meta_batch_size, gen), tests, val, meta_lr=cfg.meta_lr,

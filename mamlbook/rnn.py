@@ -18,6 +18,7 @@ from torch import nn
 
 __all__ = ["has_rnn", "needs_native_rnn", "inner_loop_rnn_context", "cudnn_disabled"]
 
+
 def has_rnn(model: nn.Module) -> bool:
     """True if ``model`` contains a cuDNN-backed recurrent layer (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``)."""
     return any(isinstance(m, nn.RNNBase) for m in model.modules())

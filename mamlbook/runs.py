@@ -109,12 +109,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 

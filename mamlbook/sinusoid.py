@@ -93,8 +93,7 @@ def train_maml(cfg: SinusoidConfig, *, compile: bool = False, progress: bool = T
 def eval_tasks(k_shot: int, num_tasks: int = NUM_TEST_TASKS, seed: int = EVAL_SEED,
                k_query: int | None = None) -> SinusoidBatch:
     """The fixed meta-test tasks: ``num_tasks`` sinusoids with K support and Q (= K) query points."""
-    return sample_sinusoid_tasks(num_tasks, k_shot, k_query,
-                                 generator=torch.Generator().manual_seed(seed))
+    return sample_sinusoid_tasks(num_tasks, k_shot, k_query, generator=torch.Generator().manual_seed(seed))
 
 
 def task_curves(model: nn.Module, k_shot: int, inner_lr: float, *, max_steps: int = 10,
@@ -135,8 +134,7 @@ class OracleMLP(nn.Module):
     @staticmethod
     def inputs(x: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """(x, A, φ) per point: x (..., N, 1); amplitude, phase (...,) broadcast to every point of their task."""
-        a = amplitude[..., None, None].expand_as(x)
-        p = phase[..., None, None].expand_as(x)
+        a, p = (t[..., None, None].expand_as(x) for t in (amplitude, phase))
         return torch.cat([x, a, p], dim=-1)                                    # (..., N, 3)
 
 
@@ -233,11 +231,8 @@ def paper_protocol(*, iterations: int = 70_000, baseline_iterations: int = 70_00
                    progress: bool = True) -> dict:
     """The paper's sinusoid experiment (§5.1, App. B, App. C.1), as chapter 2 runs it; returns a JSON-able dict.
 
-    The protocol: README.md, section "Sinusoid regression (chapter 2)". Per K in ``k_test`` it records
-    mean ± 95% CI and median after 0..max_steps steps, the paired MAML − pretrained difference (mean ±
-    95% CI of the per-task differences), how many tasks end ``max_steps`` MAML steps worse than they
-    started, and the per-step MSE of the task that ends worst (the one that decides the mean when
-    adaptation diverges).
+    The protocol and what it records per K: README.md, section "Sinusoid regression (chapter 2)"; also the
+    per-step MSE of the task that ends worst (the one that decides the mean when adaptation diverges).
     """
     start, load_before = time.perf_counter(), os.getloadavg()
     cfg = SinusoidConfig(k_shot=k_train, iterations=iterations, seed=seed)

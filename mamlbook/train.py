@@ -37,8 +37,7 @@ __all__ = ["Batch", "BatchFn", "as_batch", "History", "Run", "fit", "write_log",
            "JointTraining", "train_through_tasks", "make_meta_optimizer"]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]   # x_s, y_s, x_q, y_q: (T, K|Q, ...)
-# A task source returns one meta-batch: (x_support, y_support, x_query, y_query), (T, K|Q, ...) each.
-BatchFn = Callable[[], Batch]
+BatchFn = Callable[[], Batch]                                            # a task source: one meta-batch a call
 
 
 def as_batch(tasks) -> Batch:
@@ -169,14 +168,11 @@ def fit(learner: Algorithm, sample: Callable[[torch.Generator], Batch], *, gener
         raise OptionError("fit needs iterations or a time budget to know when to stop")
     out = Path(out) if out is not None else None
     config = config or {}
-    if optimizer is None:
-        optimizer = learner.make_optimizer(meta_lr)
-    run = Run(out=out)
-    if resume:
-        if out is None:
-            raise OptionError("resume needs the run's out folder")
-        run = _restore(out / "checkpoint.pt", learner, optimizer, generator, config)
-        run.out = out
+    optimizer = learner.make_optimizer(meta_lr) if optimizer is None else optimizer
+    if resume and out is None:
+        raise OptionError("resume needs the run's out folder")
+    run = _restore(out / "checkpoint.pt", learner, optimizer, generator, config) if resume else Run()
+    run.out = out
     cuda = learner.device.type == "cuda"
     ranks = getattr(learner, "ranks", None)              # None: one process
     main = ranks is None or ranks.is_main                # the one that writes

@@ -65,10 +65,8 @@ def verify_file(path: str | Path, *, sha256: str | None = None, md5: str | None 
 
 def looks_like_html(head: bytes, content_type: str = "") -> bool:
     """True for an HTML page (by Content-Type or by the first bytes)."""
-    if "text/html" in content_type.lower():
-        return True
-    start = head.lstrip()[:64].lower()
-    return start.startswith((b"<!doctype html", b"<html", b"<head"))
+    return ("text/html" in content_type.lower()
+            or head.lstrip()[:64].lower().startswith((b"<!doctype html", b"<html", b"<head")))
 
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:

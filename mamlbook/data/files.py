@@ -24,7 +24,7 @@ from ..errors import BadFileError, MamlbookError
 from ..runs import atomic_file
 from .download import looks_like_html
 
-__all__ = ["DatasetNotFoundError", "KINDS", "IMAGE_ERRORS", "NPZ_ERRORS", "one_line", "read_head", "describe",
+__all__ = ["DatasetNotFoundError", "KINDS", "IMAGE_ERRORS", "NPZ_ERRORS", "one_line", "describe",
            "bad_file", "bad_bytes", "read_cache", "write_cache"]
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -55,12 +55,6 @@ def one_line(text: object, limit: int | None = None) -> str:
     """
     line = "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
     return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
-
-
-def read_head(path: str | os.PathLike, n: int = 64) -> tuple[bytes, int]:
-    """(the first ``n`` bytes, the size in bytes) of a file."""
-    with open(path, "rb") as f:
-        return f.read(n), os.fstat(f.fileno()).st_size
 
 
 def describe(head: bytes, size: int, kind: str, error: BaseException | None = None) -> str:
@@ -99,7 +93,8 @@ def bad_file(path: str | os.PathLike, kind: str, fix: str, error: BaseException 
     :func:`describe` finds (unless the file is empty or HTML).
     """
     try:
-        head, size = read_head(path)
+        with open(path, "rb") as f:
+            head, size = f.read(64), os.fstat(f.fileno()).st_size
     except OSError as err:
         return BadFileError(one_line(f"{path} cannot be read ({err.strerror or err}); {fix}"))
     found = describe(head, size, kind, error)

@@ -111,10 +111,8 @@ def _is_fake(source: Path) -> bool:
 def decode(png: bytes, size: int = SIZE, resize: str = "lanczos") -> np.ndarray:
     """One Omniglot PNG → (size, size) uint8 with bright strokes (inverted).
 
-    ``resize="lanczos"`` converts the 1-bit image to 8-bit grey first, then resizes with
-    LANCZOS (smooth, anti-aliased strokes). ``"maml-original"`` reproduces cbfinn/maml's
-    ``resize_images.py``: it asked PIL for LANCZOS on the 1-bit image, which Pillow always
-    resizes with NEAREST, so its 28×28 images are binary.
+    ``resize``: "lanczos" (smooth, anti-aliased strokes) or "maml-original" (binary, as cbfinn/maml's
+    ``resize_images.py`` made them): docs/data.md, section "Omniglot".
     """
     img = Image.open(io.BytesIO(png))
     if resize == "lanczos":

@@ -5,12 +5,10 @@ Chapter 4's speed question, answered on every workload.
     python -m mamlbook bench [--workloads W1,W2,W3,W4] [--orders second,first] [--repeats N]
                              [--quick] [--json PATH] [--device cpu|cuda] [--compile] [--threads N]
 
-Method, implementations, workloads and results: docs/benchmarks.md. Timing: one subprocess per
-workload × order runs the implementations in turns (warm-up rounds, then ``--repeats`` timed rounds)
-and reports each one's median: a busy spell on a shared machine slows every implementation alike, so
-the ratios stay meaningful; absolute times do not. Memory: each implementation runs two steps in a
-fresh subprocess of its own and saves its meta-gradient, which the parent compares with the plain
-loop's (float32: agreement to ~1e-6 is rounding). Beyond the docs' list: ``mamlbook-compiled``
+Method, implementations, workloads and results: docs/benchmarks.md. The implementations take turns
+(``--warmup`` untimed rounds first) so that a busy spell on a shared machine slows all alike: the ratios
+stay meaningful, absolute times do not. Each memory child runs two steps and saves the meta-gradient
+(float32: agreement with the loop's to ~1e-6 is rounding). Beyond the docs' list: ``mamlbook-compiled``
 (``--compile``): the ``torch.compile``-d :func:`mamlbook.functional.make_meta_grad` (the one-off compile
 is not timed); ``mamlbook-fused`` compiles in the warm-up and leaves out the fused Adam of the training
 step; ``jax`` runs with JAX's own thread pool. ``--threads 1`` is the training CLI's default.
@@ -251,32 +249,32 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
 
-def _setup(w: Workload, device: str):
+def _setup(w: Workload, device: str, with_compile: bool, first_order: bool, threads: int | None):
+    """The model and θ on ``device``, and ``one_step(impl)``: one synchronised meta-step of ``impl``."""
     torch.manual_seed(0)
     model = w.model().to(device)
-    return model, dict(model.named_parameters()), tuple(t.to(device) for t in w.data())
+    params, data = dict(model.named_parameters()), tuple(t.to(device) for t in w.data())
+    steps = _impls(w, device, with_compile)
 
-
-def _one_step(step, model, params, data, w, first_order, cuda, threads=None):
-    if threads:                           # TaskThreads' workers set their own; keep the main thread's
-        torch.set_num_threads(threads)
-    model.zero_grad(set_to_none=True)
-    step(model, params, data, w, first_order)
-    if cuda:
-        torch.cuda.synchronize()
+    def one_step(impl: str) -> None:
+        if threads:                       # TaskThreads' workers set their own; keep the main thread's
+            torch.set_num_threads(threads)
+        model.zero_grad(set_to_none=True)
+        steps[impl](model, params, data, w, first_order)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return model, params, one_step
 
 
 def measure_times(w: Workload, impls: list[str], first_order: bool, device: str, repeats: int,
                   warmup: int, with_compile: bool = False, threads: int | None = None) -> dict[str, list[float]]:
     """ms per meta-step of each impl; the impls take turns (round-robin: see the module docstring)."""
-    model, params, data = _setup(w, device)
-    steps = _impls(w, device, with_compile)
-    cuda = device.startswith("cuda")
+    one_step = _setup(w, device, with_compile, first_order, threads)[2]
     times = {impl: [] for impl in impls}
     for i in range(warmup + repeats):                                   # the warm-up rounds first, untimed
         for impl in impls:
             t = time.perf_counter()
-            _one_step(steps[impl], model, params, data, w, first_order, cuda, threads)
+            one_step(impl)
             if i >= warmup:
                 times[impl].append((time.perf_counter() - t) * 1e3)
     return times
@@ -285,8 +283,7 @@ def measure_times(w: Workload, impls: list[str], first_order: bool, device: str,
 def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
                    grad_path: str | None = None, with_compile: bool = False, threads: int | None = None) -> float:
     """Peak memory (MB) of two meta-steps above what the model and data hold; saves the gradient."""
-    model, params, data = _setup(w, device)
-    step = _impls(w, device, with_compile)[impl]
+    model, params, one_step = _setup(w, device, with_compile, first_order, threads)
     cuda = device.startswith("cuda")
     _reset_peak_rss()
     rss_start = _rss_mb()
@@ -294,7 +291,7 @@ def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
         torch.cuda.reset_peak_memory_stats()
         start_alloc = torch.cuda.memory_allocated()
     for _ in range(2):
-        _one_step(step, model, params, data, w, first_order, cuda, threads)
+        one_step(impl)
     if impl == "jax":
         _jax_export(model, params, first_order)
     if grad_path:
@@ -453,8 +450,7 @@ def run(args) -> int:
                         r["grad_rel_err_vs_loop"] = _rel_err(r["grad_path"], loop["grad_path"])
                         r["workload_description"] = w.description
                     rows.extend({k: v for k, v in r.items() if k != "grad_path"} for r in group)
-    print()
-    print(format_table(rows))
+    print("\n" + format_table(rows))
     for r in rows:
         if r["workload"] == "W3" and r["impl"] == "mamlbook":
             hours = r["ms_median"] * ITERATIONS_TO_PROJECT / 3.6e6

@@ -157,9 +157,8 @@ def evaluate(params, *, num_tasks: int = 600, k_shot: int = 10, inner_lr: float 
             return jnp.stack(out)
         return jax.vmap(one)(xs, ys, xq, yq)                     # (tasks, steps + 1)
     per_task = np.asarray(curve(params, xs, ys, xq, yq), dtype=np.float64)
-    mean = per_task.mean(axis=0)
-    ci = 1.96 * per_task.std(axis=0) / math.sqrt(num_tasks)
-    return {"steps": list(range(steps + 1)), "mean": mean.tolist(), "ci95": ci.tolist(), "num_tasks": num_tasks}
+    return {"steps": list(range(steps + 1)), "mean": per_task.mean(axis=0).tolist(),
+            "ci95": (1.96 * per_task.std(axis=0) / math.sqrt(num_tasks)).tolist(), "num_tasks": num_tasks}
 
 
 def _process_start_s() -> float | None:

@@ -39,7 +39,7 @@ __all__ = ["JAX_SCRIPT", "run_mamlbook", "run_jax", "same_within_ci", "race", "m
 JAX_SCRIPT = Path(__file__).with_name("jax_sinusoid.py")
 
 
-def _child(cmd: list[str], env: dict, timeout: float) -> dict:
+def _child(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
     """Run ``cmd``; its wall time, CPU time (from RUSAGE_CHILDREN), the load before it and its exit code."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
@@ -56,14 +56,12 @@ def _child(cmd: list[str], env: dict, timeout: float) -> dict:
 def run_mamlbook(iterations: int | None, *, cache_dir: str | None = None, timeout: float = 1800,
                  extra: list[str] | None = None) -> dict:
     """One whole ``python -m mamlbook train --preset sinusoid`` process; its timing and metrics."""
-    env = dict(os.environ)
-    if cache_dir is not None:
-        env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    env = None if cache_dir is None else dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "mamlbook", "train", "--preset", "sinusoid", "--out", str(out), "--no-progress"]
         cmd += (["--iterations", str(iterations)] if iterations else []) + (extra or [])
-        r = _child(cmd, env, timeout)
+        r = _child(cmd, timeout, env)
         m = json.loads((out / "metrics.json").read_text())
     ev = m["eval"]["K=10"]
     i = ev["steps"].index(1)
@@ -79,7 +77,7 @@ def run_jax(iterations: int | None, *, timeout: float = 1800) -> dict:
         out = Path(tmp) / "jax.json"
         cmd = [sys.executable, str(JAX_SCRIPT), "--json", str(out), "--no-progress"]
         cmd += ["--iterations", str(iterations)] if iterations else []
-        r = _child(cmd, dict(os.environ), timeout)
+        r = _child(cmd, timeout)
         rec = json.loads(out.read_text())
     return {**r, "side": "jax", "command": " ".join(["python"] + cmd[1:]), "mse_1step": rec["mse_1step"],
             "mse_1step_ci95": rec["mse_1step_ci95"], "ms_per_step": rec["ms_per_step"], "phases_s": rec["wall_s"],
@@ -101,13 +99,9 @@ def race(pairs: int = 3, iterations: int | None = None, *, cache: str = "warm", 
     runs = []
     with tempfile.TemporaryDirectory() as cold_root:
         for i in range(pairs):
-            order = ("mamlbook", "jax") if i % 2 == 0 else ("jax", "mamlbook")
-            for side in order:
-                if side == "jax":
-                    r = run_jax(iterations)
-                else:
-                    cold = os.path.join(cold_root, f"c{i}") if cache == "cold" else None
-                    r = run_mamlbook(iterations, cache_dir=cold)
+            cold = os.path.join(cold_root, f"c{i}") if cache == "cold" else None
+            for side in ("mamlbook", "jax") if i % 2 == 0 else ("jax", "mamlbook"):
+                r = run_jax(iterations) if side == "jax" else run_mamlbook(iterations, cache_dir=cold)
                 r["pair"] = i
                 runs.append(r)
                 log(f"pair {i + 1}/{pairs} {side:8s}: {r['wall_s']:6.1f} s wall, {r['cpu_s']:6.1f} s CPU, "
