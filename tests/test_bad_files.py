@@ -300,7 +300,6 @@ def test_evaluate_on_a_bad_checkpoint_prints_one_error_line_and_exits_2(failure,
     assert snapshot(path.parent) == before           # no eval.json beside it, the file unchanged
 
 
-
 def test_train_without_the_data_prints_one_error_line_and_exits_2(tmp_path):
     """A missing zip (DatasetNotFoundError, a MamlbookError) reaches the command line as one line too."""
     (tmp_path / "data").mkdir()
