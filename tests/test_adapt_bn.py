@@ -146,6 +146,21 @@ def test_other_learners_hold_bn_as_maml_does(learner, options):
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("trained,evaluated", [(False, True), (True, False)])
+def test_a_metasgd_checkpoint_adapts_bn_as_evaluation_asks(trained, evaluated):
+    # evaluate --adapt-bn/--no-adapt-bn loads the learned rates into a learner built with the other setting.
+    (x_s, y_s, x_q, y_q), model = tasks(), tiny_conv4()
+    first = make_algorithm("metasgd", tiny_conv4(), problem="classification", inner_lr=ALPHA, inner_steps=STEPS,
+                           adapt_bn=trained)
+    first.outer_step(first.make_optimizer(1e-3), x_s, y_s, x_q, y_q)
+    second = make_algorithm("metasgd", model, problem="classification", inner_lr=ALPHA, inner_steps=STEPS,
+                            adapt_bn=evaluated)
+    second.load_state_dict(first.state_dict())
+    adapted = second.adapt(x_s[0], y_s[0], steps=2).params
+    held = [torch.equal(adapted[k], second.params[k]) for k, _ in model.named_parameters() if is_bn(model, k)]
+    assert held and all(held) == (not evaluated) and any(held) == (not evaluated)
+
+
 def test_the_functional_meta_gradient_holds_bn_too():
     # make_meta_grad: the learner's compile=True path (here uncompiled), against MAML's checked one.
     model, batch = tiny_conv4(), tasks()

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conv import batchnorm_params
 from ..maml import (
     LossFn,
     Params,
@@ -78,26 +77,26 @@ def metasgd_step(params: Params, grads: list[torch.Tensor], inner_lrs: Params) -
 
 def metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
                   y_support: torch.Tensor, *, inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
-                  first_order: bool = False) -> Params:
+                  first_order: bool = False, adapt_bn: bool = True) -> Params:
     """Adapt θ to one task with ``inner_steps`` Meta-SGD steps; differentiable w.r.t. θ and α.
 
     With ``first_order=True`` the inner gradients are constants; α still gets a meta-gradient
-    (θ' = θ − α ⊙ g is linear in α).
+    (θ' = θ − α ⊙ g is linear in α). ``adapt_bn=False`` holds BatchNorm at θ (their α go unused).
     """
     _check_lrs(params, inner_lrs)
     if inner_steps < 0:
         raise ValueError(f"inner_steps must be ≥ 0, got {inner_steps}")
     return inner_loop(model, params, x_support, y_support, inner_steps=inner_steps, loss_fn=loss_fn,
-                      first_order=first_order, step=lambda p, g, j: metasgd_step(p, g, inner_lrs))
+                      first_order=first_order, adapt_bn=adapt_bn, step=lambda p, g, j: metasgd_step(p, g, inner_lrs))
 
 
 def batched_metasgd_adapt(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
                           y_support: torch.Tensor, *, inner_steps: int = 1,
-                          loss_fn: LossFn = F.mse_loss, first_order: bool = False) -> Params:
+                          loss_fn: LossFn = F.mse_loss, first_order: bool = False, adapt_bn: bool = True) -> Params:
     """:func:`metasgd_adapt` for T tasks at once; returns per-task θ', each (T, *shape)."""
     _check_lrs(params, inner_lrs)
     return batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
-                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order, adapt_bn=adapt_bn,
                               step=lambda p, g, j: metasgd_step(p, g, inner_lrs))  # α: (*shape)
 
 
@@ -110,24 +109,27 @@ def _metasgd_losses(model, params, inner_lrs, batched, device, **kw):
 def metasgd_meta_loss(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
                       y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                       inner_steps: int = 1, loss_fn: LossFn = F.mse_loss, first_order: bool = False,
-                      batched: bool | str = "auto") -> torch.Tensor:
+                      batched: bool | str = "auto", adapt_bn: bool = True) -> torch.Tensor:
     """Meta-SGD's outer loss (1/T) Σ_i L_query_i(θ'_i); ``.backward()`` fills θ's and α's ``.grad``.
 
     Tensors are (T, K, ...) for support and (T, Q, ...) for query; ``batched`` as in
     :func:`mamlbook.maml.meta_loss`.
     """
     task_loss, batched_loss = _metasgd_losses(model, params, inner_lrs, batched, x_support.device,
-                                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+                                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                                              adapt_bn=adapt_bn)
     return mean_task_loss(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)
 
 
 def metasgd_meta_backward(model: nn.Module, params: Params, inner_lrs: Params, x_support: torch.Tensor,
                           y_support: torch.Tensor, x_query: torch.Tensor, y_query: torch.Tensor, *,
                           inner_steps: int = 1, loss_fn: LossFn = F.mse_loss,
-                          first_order: bool = False, batched: bool | str = "auto") -> torch.Tensor:
+                          first_order: bool = False, batched: bool | str = "auto",
+                          adapt_bn: bool = True) -> torch.Tensor:
     """Accumulate the meta-gradient for θ and α into their ``.grad``; return the loss (detached)."""
     task_loss, batched_loss = _metasgd_losses(model, params, inner_lrs, batched, x_support.device,
-                                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order)
+                                              inner_steps=inner_steps, loss_fn=loss_fn, first_order=first_order,
+                                              adapt_bn=adapt_bn)
     return backward_per_task(task_loss, x_support, y_support, x_query, y_query, batched_loss=batched_loss)
 
 
@@ -142,8 +144,6 @@ class MetaSGD(Algorithm):
     def __init__(self, model, params, **kw):
         super().__init__(model, params, **kw)
         self.inner_lrs = init_inner_lrs(self.params, self.inner_lr)
-        if not self.adapt_bn:       # BatchNorm's rates: 0, not learned, so the inner loop holds it at θ
-            self.inner_lrs.update({k: torch.zeros_like(self.params[k]) for k in batchnorm_params(model)})
 
     def meta_parameters(self):
         return list(self.params.values()) + list(self.inner_lrs.values())
@@ -154,10 +154,10 @@ class MetaSGD(Algorithm):
     def _backward(self, x_s, y_s, x_q, y_q, iteration):
         return metasgd_meta_backward(self.model, self.params, self.inner_lrs, x_s, y_s, x_q, y_q,
                                      inner_steps=self.inner_steps, loss_fn=self.loss_fn,
-                                     first_order=self.first_order, batched=self.batched)
+                                     first_order=self.first_order, batched=self.batched, adapt_bn=self.adapt_bn)
 
     def _adapt(self, theta, x_s, y_s, steps, inner_lr):
         _refuse_test_lr(self.name, inner_lr, self.inner_lr)
         lrs = {k: v.detach() for k, v in self.inner_lrs.items()}
         return metasgd_adapt(self.model, theta, lrs, x_s, y_s, inner_steps=steps, loss_fn=self.loss_fn,
-                             first_order=True)
+                             first_order=True, adapt_bn=self.adapt_bn)
