@@ -16,8 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .conv import batchnorm_params
-from .maml import LossFn, Params, batched_losses, check_inner, expand_tasks, grads_of, resolve_batched
+from .maml import (
+    LossFn,
+    Params,
+    batched_inner_loop,
+    batched_losses,
+    check_inner,
+    expand_tasks,
+    inner_loop,
+    resolve_batched,
+    sgd_step,
+)
 
 __all__ = ["NUM_TEST_TASKS", "EvalResult", "mean_ci95", "summarize", "adaptation_curve"]
 
@@ -80,27 +89,28 @@ def adaptation_curve(model: nn.Module, params: Params, x_support: torch.Tensor,
     metric_fn = metric_fn or loss_fn
     params = {k: v.detach() for k, v in params.items()}
     num_tasks = x_support.shape[0]
-    held = set() if adapt_bn else batchnorm_params(model)
+    use_vmap = resolve_batched(model, batched)
+    inner = batched_inner_loop if use_vmap else inner_loop
 
-    def sgd(p, grads):                   # one SGD step (BatchNorm held unless adapt_bn), new leaves
-        return {k: (v if k in held else v - inner_lr * g).detach().requires_grad_()
-                for (k, v), g in zip(p.items(), grads)}
+    def sgd(p, xs, ys):       # one first-order SGD step (BatchNorm held unless adapt_bn), as new leaves
+        with torch.enable_grad():
+            p = inner(model, p, xs, ys, inner_steps=1, loss_fn=loss_fn, first_order=True, adapt_bn=adapt_bn,
+                      step=lambda q, g, j: sgd_step(q, g, inner_lr))
+        return {k: v.detach().requires_grad_() for k, v in p.items()}
 
-    def curve(p, query_metric, support_loss) -> torch.Tensor:   # the two paths differ in how they take a loss
+    def curve(p, query_metric, xs, ys) -> torch.Tensor:   # the two paths differ in how they score the query
         values = []
         for step in range(max_steps + 1):
             with torch.no_grad():
                 values.append(query_metric(p))
             if step < max_steps:
-                with torch.enable_grad():
-                    grads = grads_of(support_loss(p), p, create_graph=False)
-                p = sgd(p, grads)
+                p = sgd(p, xs, ys)
         return torch.stack(values, dim=-1)
-    if resolve_batched(model, batched):
+    if use_vmap:
         task_params = {k: v.clone().requires_grad_() for k, v in expand_tasks(params, num_tasks).items()}
         return curve(task_params, lambda p: batched_losses(model, p, x_query, y_query, metric_fn),
-                     lambda p: batched_losses(model, p, x_support, y_support, loss_fn).sum())  # (T, max_steps+1)
+                     x_support, y_support)  # (T, max_steps+1)
     return torch.stack([curve({k: v.clone().requires_grad_() for k, v in params.items()},
                               lambda p: metric_fn(functional_call(model, p, (x_query[i],)), y_query[i]),
-                              lambda p: loss_fn(functional_call(model, p, (x_support[i],)), y_support[i]))
+                              x_support[i], y_support[i])
                         for i in range(num_tasks)])  # (T, max_steps+1)

@@ -30,8 +30,8 @@ from ..maml import (
     Params,
     adapt,
     backward_per_task,
+    batched_adapt,
     batched_inner_loop,
-    expand_tasks,
     mean_task_loss,
     query_losses,
     sgd_step,
@@ -57,12 +57,10 @@ def batched_truncated_adapt(model: nn.Module, params: Params, x_support: torch.T
                             backprop_steps: int, loss_fn: LossFn, adapt_bn: bool = True) -> Params:
     """:func:`truncated_adapt` for T tasks at once under vmap; every entry of the result is (T, *shape)."""
     k = min(backprop_steps, inner_steps)
-    step = lambda p, g, j: sgd_step(p, g, inner_lr)
-    phi = batched_inner_loop(model, expand_tasks(params, x_support.shape[0]), x_support, y_support,
-                             inner_steps=inner_steps - k, step=step, loss_fn=loss_fn, first_order=True,
-                             adapt_bn=adapt_bn)
-    return batched_inner_loop(model, phi, x_support, y_support, inner_steps=k, step=step, loss_fn=loss_fn,
-                              adapt_bn=adapt_bn)
+    phi = batched_adapt(model, params, x_support, y_support, inner_lr=inner_lr, inner_steps=inner_steps - k,
+                        loss_fn=loss_fn, first_order=True, adapt_bn=adapt_bn)        # dφ_{n−k}/dθ = I
+    return batched_inner_loop(model, phi, x_support, y_support, inner_steps=k, loss_fn=loss_fn,
+                              adapt_bn=adapt_bn, step=lambda p, g, j: sgd_step(p, g, inner_lr))
 
 
 class TruncatedMAML(MAML):
