@@ -71,6 +71,19 @@ def test_meta_sgd_and_mamlpp_meta_learn_one_rate_tensor_per_parameter_tensor():
     assert count == {"maml": 6, "metasgd": 12, "mamlpp": 12}
 
 
+def test_the_recorded_path_of_a_learner_that_always_loops_or_pretrains_is_its_own_not_vmap():
+    model, params, _ = float64_setup()             # an MLP on a CPU: "batched=auto" would resolve to vmap
+    paths = {name: make_algorithm(name, model, params, problem="regression", inner_lr=ALPHA).path
+             for name in ("maml", "mamlpp", "imaml")}
+    assert paths == {"maml": "vmap", "mamlpp": "per-task-loop", "imaml": "per-task-loop"}
+    conv = omniglot_conv4(5, filters=8)
+    assert make_algorithm("protonet", conv, problem="classification").path == "per-task-loop"
+    for name in PRETRAINED:
+        assert make_algorithm(name, conv, problem="classification", num_classes=10).path == "flat-batch", name
+    with pytest.raises(ValueError, match="batched is not available for mamlpp: its multi-step loss runs task by"):
+        make_algorithm("mamlpp", model, params, problem="regression", inner_lr=ALPHA, batched=True)
+
+
 # ----------------------------------------------------------------------------- known cases
 
 def test_fomaml_meta_gradient_is_the_query_gradient_at_the_adapted_parameters():

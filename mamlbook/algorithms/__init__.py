@@ -91,10 +91,11 @@ def make_algorithm(name: str, model: nn.Module, params: Params | None = None, *,
     Args:
         params: θ (default: ``dict(model.named_parameters())``).
         problem: "regression" or "classification".
-        inner_lr: α (required except for "protonet").
+        inner_lr: α, required by the learners with an inner loop; "protonet" ignores it, the
+            :data:`PRETRAINED` ones refuse it but "finetune" (its meta-test SGD step, optional).
         options: ``inner_steps``, ``test_steps``, the cross-cutting options of :class:`Algorithm`
-            (``first_order``, ``grad_clip``, ``amp``, ``tf32``, ``compile``, ``batched``) and each
-            algorithm's own (Reptile: ``outer_lr``, ``outer_lr_final``; ANIL/ProtoNet: ``head``;
+            (``first_order``, ``grad_clip``, ``amp``, ``tf32``, ``compile``, ``batched``, ``adapt_bn``)
+            and each algorithm's own (Reptile: ``outer_lr``, ``outer_lr_final``; ANIL/ProtoNet: ``head``;
             MAML++: ``anneal_epochs``, ``iterations_per_epoch``, ``first_order_epochs``, ``per_step_bn``;
             iMAML: ``lam``, ``cg_steps``; truncated: ``backprop_steps``; the :data:`PRETRAINED` ones:
             ``num_classes`` (required), ``batch_size``, ``max_iter``, ``weight_decay`` (baseline,

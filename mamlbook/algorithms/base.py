@@ -77,8 +77,9 @@ class Algorithm:
         grad_clip: clip every meta-gradient entry to ±grad_clip before the meta-optimizer's step.
         amp: mixed precision (bf16 autocast, or fp16 + GradScaler); CUDA only.
         tf32: allow TF32 convolutions/matmuls on CUDA (off by default: docs/classification.md says why).
-        compile: the ``torch.compile``-d meta-gradient, :func:`mamlbook.functional.make_meta_grad`
-            (MAML and first-order MAML only).
+        compile: ``torch.compile`` the outer step (MAML and first-order MAML only): for a ReLU MLP with MSE
+            (no AMP), meta-gradient, clip and Adam in one graph (:func:`mamlbook.fast.fused_mlp_step`); else
+            the meta-gradient, :func:`mamlbook.functional.make_meta_grad`. The path is in :attr:`path`.
         batched: True (vmap over tasks), False (loop) or "auto" (:func:`mamlbook.maml.resolve_batched`).
         adapt_bn: adapt BatchNorm's parameters in the inner loop (the book's default), or hold them at θ as
             the official code does (docs/classification.md; refused for a model without BatchNorm).
@@ -94,6 +95,9 @@ class Algorithm:
     # What outer_step trains on (Problem.sampler): "episodes", meta-batches of tasks (T, K|Q, ...); or
     # "classes", flat (x, global label) batches of the meta-train classes (the pretraining baselines).
     batches = "episodes"
+    # The run record's path where it never depends on ``batched``/``compile`` (a learner that always loops
+    # over tasks, or trains on flat batches); None: :attr:`path` works it out.
+    fixed_path: str | None = None
     ranks = None   # the ranks sharing its meta-batch (mamlbook.distributed.distribute); None: one process
 
     def __init__(self, model: nn.Module, params: Params | None = None, *, problem: str,
@@ -149,6 +153,8 @@ class Algorithm:
     @property
     def path(self) -> str:
         """How the outer step computes the meta-gradient (the run record's path: docs/benchmarks.md)."""
+        if self.fixed_path is not None:
+            return self.fixed_path
         if self._meta_grad is not None:
             return getattr(self._meta_grad, "path", "compiled-vmap")
         if self._task_threads() is not None:

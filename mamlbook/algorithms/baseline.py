@@ -198,6 +198,7 @@ class Baseline(Algorithm):
     batches = "classes"
     has_inner_loop = False
     supports = frozenset({"grad_clip", "tf32"})
+    fixed_path = "flat-batch"        # ordinary classification: one batch of images, no tasks
     cosine = False
     refusals = dict.fromkeys(("first_order", "batched", "adapt_bn"), "it pretrains an ordinary classifier on flat "
                              "batches of images: no tasks, no meta-gradient")

@@ -123,6 +123,7 @@ class IMAML(Algorithm):
 
     name = "imaml"
     supports = frozenset({"first_order", "grad_clip", "tf32"})
+    fixed_path = "per-task-loop"
 
     refusals = {"batched": "iMAML solves one task's inner problem and CG system at a time",
                 "adapt_bn": "its implicit meta-gradient (I + H/λ)⁻¹∇L_q treats every parameter as adapted"}

@@ -191,10 +191,12 @@ class MAMLPlusPlus(Algorithm):
     """
 
     name = "mamlpp"
-    supports = frozenset({"first_order", "grad_clip", "tf32", "batched"})
+    supports = frozenset({"first_order", "grad_clip", "tf32"})
+    fixed_path = "per-task-loop"
 
     refusals = {"adapt_bn": "not implemented for MAML++; its per_step_bn=True keeps BatchNorm out of the inner "
-                            "loop (one learned β per step)"}
+                            "loop (one learned β per step)",
+                "batched": "its multi-step loss runs task by task (one trajectory of query losses per task)"}
 
     def __init__(self, model, params, *, inner_steps: int = 5, anneal_epochs: int = 10,
                  iterations_per_epoch: int = 500, first_order_epochs: int = 0, per_step_bn: bool = False,

@@ -101,6 +101,7 @@ class ProtoNet(Algorithm):
     name = "protonet"
     has_inner_loop = False
     supports = frozenset({"grad_clip", "tf32"})
+    fixed_path = "per-task-loop"     # protonet_loss: one task's logits at a time
 
     refusals = dict.fromkeys(("first_order", "batched", "adapt_bn"), "Prototypical Networks have no inner loop")
     classification_only = "classifies by the nearest class prototype"
