@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from .distributed import (
     on_main,
 )
 from .errors import MamlbookError, OptionError
+from .fast import can_compile
 from .fewshot import FewShotConfig, load_splits
 from .measure import bench
 from .presets import PRESETS as FEWSHOT_PRESETS
@@ -185,7 +185,9 @@ def learner_options(args, cfg) -> dict:
     if given:
         raise OptionError(f"{', '.join(given)}: not available for {name} ({why})")
     family = "sinusoid" if sinusoid else "omniglot"
-    if name in ("maml", "fomaml") or (not sinusoid and cfg.dataset == "miniimagenet"):   # the preset's own protocol
+    if name == "protonet" or name in PRETRAINED:   # no inner loop: their own settings on every preset
+        options = dict(SETTINGS["omniglot"].get(name, {}))
+    elif name in ("maml", "fomaml") or (not sinusoid and cfg.dataset == "miniimagenet"):   # the preset's own
         options = dict(SETTINGS[family].get(name, {}), inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps)
         if not sinusoid:
             options["test_steps"] = cfg.test_inner_steps
@@ -194,10 +196,6 @@ def learner_options(args, cfg) -> dict:
         options.update({k: getattr(args, k) for k in ("inner_lr", "inner_steps") if getattr(args, k)})
     if name == "mamlpp":                         # one learned rate per step: tested with the steps it learned
         options["test_steps"] = options.get("inner_steps", 5)
-    if name == "protonet":
-        options = {}
-    if name in PRETRAINED:                       # their own settings on every classification preset
-        options = dict(SETTINGS["omniglot"].get(name, {}))
     if args.first_order:
         options["first_order"] = True
     if not args.adapt_bn:
@@ -208,7 +206,7 @@ def learner_options(args, cfg) -> dict:
         options["amp"] = True
     if not sinusoid and cfg.tf32:
         options["tf32"] = True
-    if sinusoid and args.compile and name in ("maml", "fomaml") and shutil.which("cc"):
+    if sinusoid and args.compile and name in ("maml", "fomaml") and can_compile(resolve_device(args.device)):
         options["compile"] = True
     return options
 
@@ -226,15 +224,15 @@ def build_problem(cfg, *, data=None, device=None, num_test_tasks: int = 600, tes
 
 
 def _finish(ranks, path: Path, record: dict, name: str, results: dict) -> dict:
-    """Rank 0 writes ``record`` to ``path``; every rank leaves the process group; the results are printed."""
+    """Rank 0 writes ``record`` to ``path`` and prints the results; every rank leaves the process group."""
     if ranks is None or ranks.is_main:
         write_json(path, record)
+        for protocol, r in results.items():
+            i = r["steps"].index(r["test_steps"]) if r["test_steps"] in r["steps"] else -1
+            print(f"{name}, {protocol}, {r['num_tasks']} tasks, {r['steps'][i]} test steps: {r['metric']} "
+                  f"{r['mean'][i]:.3f} ± {r['ci95'][i]:.3f} (median {r['median'][i]:.3f})")
+        print(f"Wrote {path}.")
     close(ranks)
-    for protocol, r in results.items():
-        i = r["steps"].index(r["test_steps"]) if r["test_steps"] in r["steps"] else -1
-        print(f"{name}, {protocol}, {r['num_tasks']} tasks, {r['steps'][i]} test steps: {r['metric']} "
-              f"{r['mean'][i]:.3f} ± {r['ci95'][i]:.3f} (median {r['median'][i]:.3f})")
-    print(f"Wrote {path}.")
     return record
 
 
@@ -254,8 +252,7 @@ def train(args) -> dict:
     resume = args.resume or elastic_resume(ranks, args.out)          # a torchrun restart continues its own run
     on_main(ranks, lambda: _check_out(args.out, resume))              # rank 0 looks at the folder, for all ranks
     torch.manual_seed(cfg.seed)
-    if args.algorithm in PRETRAINED and problem.num_classes:          # the pretraining head's size
-        options["num_classes"] = problem.num_classes
+    options = problem.options_for(args.algorithm, options)            # the pretraining head's size
     learner = make_algorithm(args.algorithm, problem.make_model().to(device), problem=problem.kind, **options)
     distribute(learner, ranks)
     config = {"preset": args.preset, "algorithm": args.algorithm, "options": options, "settings": cfg.to_dict()}

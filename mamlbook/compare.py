@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from . import problems
-from .algorithms import PRETRAINED, make_algorithm
+from .algorithms import make_algorithm
 from .config import fast_mode, pick
 from .fewshot import FewShotConfig
 from .plotting import format_ci, markdown_table
@@ -230,7 +230,9 @@ def compare(problem: Problem | str, algorithms: Sequence[str] | None = None, *, 
     device = torch.device(device) if device is not None else tasks[0].device
     test = tuple(t.to(device) for t in tasks)
     digest = tasks_digest(tasks)
-    table = SETTINGS.get(problem.name, SETTINGS["omniglot"])         # mini-ImageNet: the Omniglot methods' own
+    # The table by kind, as cli.learner_options picks it: sinusoid for regression, Omniglot for every
+    # classification problem, mini-ImageNet too (there the command line then sets the preset's α and steps).
+    table = SETTINGS["sinusoid" if problem.kind == "regression" else "omniglot"]
     return [_run_one(problem, name, {**table.get(name, {}), **(settings or {}).get(name, {})}, test, digest,
                      budget_s=budget_s, seed=seed, device=device, progress=progress) for name in algorithms or default]
 
@@ -245,8 +247,7 @@ def first_step_probe(algo, graph: "SavedGraphPeak"):
 def _run_one(problem: Problem, name: str, options: dict, test: Batch, digest: str, *, budget_s: float,
              seed: int, device: torch.device, progress: bool) -> Row:
     torch.manual_seed(seed)
-    if name in PRETRAINED:                                            # the pretraining head's size
-        options = {**options, "num_classes": problem.num_classes}
+    options = problem.options_for(name, options)                      # the pretraining head's size
     algo = make_algorithm(name, problem.make_model().to(device), problem=problem.kind, **options)
     sample = problem.sampler(algo)                                     # tasks, or flat batches of classes
     cuda = device.type == "cuda"

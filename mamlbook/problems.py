@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .algorithms import PRETRAINED
 from .conv import miniimagenet_conv4, omniglot_conv4
 from .data import ClassImages, EpisodeSampler
 from .errors import OptionError
@@ -82,7 +83,7 @@ class Problem:
     """What a learner trains and is tested on.
 
     Attributes:
-        name: "sinusoid", "omniglot" or "miniimagenet" (picks the per-algorithm settings).
+        name: "sinusoid", "omniglot" or "miniimagenet" (named in results; ``kind`` picks the settings).
         kind: "regression" or "classification".
         make_model: builds a fresh network (call it after seeding).
         sample: draws one training meta-batch (x_s, y_s, x_q, y_q) from a generator.
@@ -108,6 +109,11 @@ class Problem:
     def num_classes(self) -> int | None:
         """How many meta-train classes there are (the pretraining head's size); None for regression."""
         return None if self.classes is None else self.classes.num_classes
+
+    def options_for(self, name: str, options: dict) -> dict:
+        """``options`` for learner ``name`` on this problem: a :data:`~mamlbook.algorithms.PRETRAINED` one
+        also gets ``num_classes``, the size of its pretraining head."""
+        return {**options, "num_classes": self.num_classes} if name in PRETRAINED else options
 
     def sampler(self, learner) -> Callable[[torch.Generator], tuple]:
         """What :func:`mamlbook.train.fit` draws for ``learner``: meta-batches of tasks (``sample``), or for a

@@ -148,17 +148,23 @@ def write_json(path: str | os.PathLike, obj: dict) -> None:
 
 
 # ------------------------------------------------------------------ a chapter's full-mode run record
+def _book_roots() -> list[Path]:
+    """Where the book's checkout may be, in order: the working folder, its parent (a notebook's), and the
+    folder this package was installed from (an editable install's checkout; site-packages for pip)."""
+    return [Path.cwd(), Path.cwd().parent, Path(__file__).resolve().parents[1]]
+
+
 def book_root() -> Path:
-    """The book's checkout (the folder holding mamlbook/ and results/): the working folder or its parent."""
-    return next((r for r in (Path.cwd(), Path.cwd().parent) if (r / "mamlbook").is_dir() and (r / "results").is_dir()),
-                Path.cwd())
+    """The book's checkout: the first of :func:`_book_roots` with mamlbook/ and results/ (else the
+    working folder)."""
+    roots = _book_roots()
+    return next((r for r in roots if (r / "mamlbook").is_dir() and (r / "results").is_dir()), roots[0])
 
 
 def find_recorded(name: str) -> Path | None:
-    """A committed file of the book (``results/...``, ``docs/...``), looked for from the working folder, its
-    parent and the checkout this package was installed from; None where none has it (a pip install alone)."""
-    roots = [Path.cwd(), Path.cwd().parent, Path(__file__).resolve().parents[1]]
-    return next((r / name for r in roots if (r / name).exists()), None)
+    """A committed file of the book (``results/...``, ``docs/...``) in the first of :func:`_book_roots`
+    that has it; None where none has it (a pip install alone)."""
+    return next((r / name for r in _book_roots() if (r / name).exists()), None)
 
 
 def git_state(root: str | os.PathLike) -> tuple[str | None, bool | None]:

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .algorithms.base import MAML, Algorithm, make_meta_optimizer
+from .distributed import on_main
 from .errors import OptionError
 from .maml import LossFn, backward_detached
 from .runs import atomic_write, load_checkpoint, save_checkpoint
@@ -113,8 +114,7 @@ def _restore(path: Path, learner: Algorithm, optimizer, generator, config: dict)
     # load_state_dict moves the weights and Adam moments to the learner's device.
     # Across ranks, rank 0 reads the file and hands it to the others (no shared file system needed).
     ranks = getattr(learner, "ranks", None)
-    read = lambda: load_checkpoint(path, map_location="cpu")
-    state = read() if ranks is None else ranks.from_main(read)
+    state = on_main(ranks, lambda: load_checkpoint(path, map_location="cpu"))
     saved, mine = _flat(state["config"]), _flat(config)
     if saved != mine:
         diff = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
@@ -253,8 +253,10 @@ def meta_train(model: nn.Module, sample_batch: BatchFn, *, iterations: int, inne
         optimizer: by default Adam(model.parameters(), lr=meta_lr).
         eval_fn / eval_every: called every ``eval_every`` iterations, result kept in history.
         on_iteration: called with the finished iteration count.
-        compile: compute the meta-gradient with :func:`mamlbook.functional.make_meta_grad`
-            under ``torch.compile`` (same numbers; a one-off compile, then much faster steps).
+        compile: ``torch.compile`` the outer step (:class:`~mamlbook.algorithms.MAML`'s ``compile``: for a
+            ReLU MLP with MSE, :func:`mamlbook.fast.fused_mlp_step`; else
+            :func:`mamlbook.functional.make_meta_grad`): the same maths up to rounding; a one-off compile,
+            then much faster steps.
     """
     learner = MAML(model, problem="regression", loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps,
                    first_order=first_order, batched=batched, compile=compile)
