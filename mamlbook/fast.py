@@ -13,9 +13,12 @@ products, no autograd tape: per task i and inner step j,
 (ReLU's second derivative is zero almost everywhere, as in autograd). :func:`mlp_meta_grad` is the
 plain-PyTorch function; :class:`FusedMLPStep` puts it, the meta-gradient clip and the Adam update (on
 the optimizer's own state) into **one** ``torch.compile``-d graph: a training step is then a single call
-into a few fused C++ loops and matrix products, instead of ~150 small PyTorch operations. On the paper's
-sinusoid run this is what makes a 2-core CPU faster than the JAX idiom; measurements, the tests
-(``tests/test_fast_paths.py``) and the on-disk compile cache (:func:`use_cache_dir`): docs/benchmarks.md.
+into a few fused C++ loops and matrix products, instead of the ~200 small ATen operations the same step
+runs eagerly (199 for the paper's second-order sinusoid step, counted by a ``TorchDispatchMode``). On the
+paper's sinusoid run this makes mamlbook faster than the JAX idiom on a 2-core CPU at low load only
+(docs/benchmarks.md, the whole-process race: 0.81–0.85× JAX's wall time at load ≤ 2.6, 1.18× at load
+3–4.5); measurements, the tests (``tests/test_fast_paths.py``) and the on-disk compile cache
+(:func:`use_cache_dir`): docs/benchmarks.md.
 """
 from __future__ import annotations
 

@@ -186,10 +186,12 @@ def evaluate_accuracy(model: nn.Module, sampler, *, inner_lr: float, steps: int 
     the (tasks, steps+1) table of per-task accuracies (fractions) if ``per_task``.
     """
     params = {k: v.detach() for k, v in model.named_parameters()}
-    table = torch.cat([adaptation_curve(model, params, *as_batch(sampler.sample(min(chunk, num_tasks - n), generator)),
-                                        inner_lr=inner_lr, max_steps=steps, loss_fn=F.cross_entropy,
-                                        metric_fn=accuracy).cpu()
-                       for n in range(0, num_tasks, chunk)]).double()      # (tasks, steps+1); n: tasks done
+    curves = []                                              # (chunk, steps+1) accuracies per chunk of tasks
+    for done in range(0, num_tasks, chunk):
+        batch = as_batch(sampler.sample(min(chunk, num_tasks - done), generator))
+        curves.append(adaptation_curve(model, params, *batch, inner_lr=inner_lr, max_steps=steps,
+                                       loss_fn=F.cross_entropy, metric_fn=accuracy).cpu())
+    table = torch.cat(curves).double()                       # (tasks, steps+1)
     result = summarize(table * 100.0)
     return (result, table) if per_task else result
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The book's GPU checks in one command, the most important first. Usage, from the repository root:
-#   OUT=results/gpu bash scripts/gpu_checks.sh            # all five steps: ≈ 17 minutes on one H100/H200
-#   ONLY_GRAPH=1 OUT=results/gpu bash scripts/gpu_checks.sh   # step 1 only: ≈ 7 minutes (issue 15)
+#   OUT=results/gpu bash scripts/gpu_checks.sh            # all five steps: at most 1,050 s (17.5 min)
+#   ONLY_GRAPH=1 OUT=results/gpu bash scripts/gpu_checks.sh   # step 1 only (issue 15): at most 540 s (9 min)
+# Those are the sums of the steps' time limits below (plus the start: nvidia-smi, torch's import), not
+# measured durations: the script has not yet run on a GPU.
 #   1. issue 15: the whole mini-ImageNet 5w1s second-order meta-step captured in a CUDA graph (sampling
 #      into static buffers, inner loop, meta-gradient, clip, capturable Adam) against the eager per-task
 #      loop and vmap, TF32 off; each path's meta-gradient against float64; then 60,000 iterations of the

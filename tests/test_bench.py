@@ -89,3 +89,33 @@ def test_w4_is_omniglot_20w1s_and_times_the_task_threads_path(tmp_path):
     assert [r["impl"] for r in rows] == ["loop", "mamlbook-threads"]
     assert all(r["threads"] == 1 for r in rows)
     assert rows[1]["grad_rel_err_vs_loop"] < 1e-5
+
+
+def test_built_objects_are_cached_by_workload_device_and_order_not_by_model_address():
+    w = bench.WORKLOADS["W1"].shrunk()
+    a, b = w.model(), w.model()                      # two models: the same build (θ is seeded in _setup)
+    assert bench._key("jax", a, w, False) == bench._key("jax", b, w, False)
+    others = [bench._key("jax", a, w, True), bench._key("jax", a, bench.WORKLOADS["W1"], False),
+              bench._key("fused", a, w, False)]
+    assert len({bench._key("jax", a, w, False), *others}) == 4
+
+
+def test_the_jax_scripts_copied_constants_and_defaults_are_mamlbooks():
+    import inspect
+    import math
+    import subprocess
+    import sys
+
+    from mamlbook import evaluate, sinusoid, tasks
+    from mamlbook.measure import jax_sinusoid as j
+    ranges = ("AMP_RANGE", "PHASE_RANGE", "INPUT_RANGE")
+    assert [getattr(j, r) for r in ranges] == [getattr(tasks, r) for r in ranges]
+    assert j.PHASE_RANGE[1] == math.pi and j.EVAL_SEED == sinusoid.EVAL_SEED
+    cfg, run = sinusoid.SinusoidConfig(), inspect.signature(j.run).parameters
+    knobs = ("meta_batch_size", "k_shot", "inner_lr", "meta_lr", "iterations")
+    assert {k: run[k].default for k in knobs} == {k: getattr(cfg, k) for k in knobs}
+    assert inspect.signature(j.evaluate).parameters["num_tasks"].default == evaluate.NUM_TEST_TASKS
+    # importing it needs neither jax nor optax (bench finds them lazily; race_jax runs it as a script)
+    code = ("import sys; sys.modules['jax'] = sys.modules['optax'] = None; "
+            "import mamlbook.measure.jax_sinusoid as j; assert j.EVAL_SEED == 2017")
+    subprocess.run([sys.executable, "-c", code], check=True)

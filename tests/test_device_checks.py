@@ -44,3 +44,16 @@ def test_gpu_check_times_tf32_on_and_off_for_float32_rows_only():
     result = run_check("cpu", iterations=1, warmup=0, modes=("fp32",), orders=("first",),
                        end_to_end=False, tf32=(False, True))
     assert [(r["mode"], r["tf32"]) for r in result["rows"]] == [("fp32", False), ("fp32", True)]
+
+
+def test_agreement_is_the_relative_error_and_cosine_of_the_flat_float64_gradients():
+    from mamlbook.measure.gpu_speed import agreement, flat64
+    gen = torch.Generator().manual_seed(0)
+    ref = [torch.randn(shape, generator=gen, dtype=torch.float64) for shape in ((3, 4), (4,))]
+    g = [(t + 1e-3 * torch.randn(t.shape, generator=gen, dtype=torch.float64)).float() for t in ref]
+    a, b = flat64(g), flat64(ref)
+    assert a.dtype == torch.float64 and a.shape == (16,) and torch.equal(a[:12], g[0].double().flatten())
+    rel_err, cosine = agreement(a, b)
+    assert rel_err == ((a - b).norm() / b.norm()).item() and 0 < rel_err < 1e-2
+    assert cosine == torch.nn.functional.cosine_similarity(a, b, dim=0).item() and cosine > 0.9999
+    assert agreement(b, b) == (0.0, pytest.approx(1.0))

@@ -190,3 +190,11 @@ def test_a_whole_meta_step_with_sampling_and_adam_never_reads_a_value_back(path)
         runner.eager_step()
     assert any(not torch.equal(a, p) for a, p in zip(before, runner.params.values()))   # θ moved
     assert torch.isfinite(runner.loss) and runner.loss > 0
+
+
+def test_graph_check_projects_60000_iterations_from_the_median_and_the_end_to_end_rate(graph_smoke):
+    for name in ("loop", "vmap"):
+        row = graph_smoke["paths"][name]                  # ms × 60,000 iterations / 60,000 ms per minute
+        assert row["projected_minutes_60k"] == pytest.approx(row["ms_median"], rel=1e-9)
+    e = graph_smoke["end_to_end"]
+    assert e["projected_minutes_60k"] == pytest.approx(e["ms_per_iteration"], rel=1e-9)

@@ -27,7 +27,7 @@ from ..fewshot import make_model, make_sampler, meta_test, train_fewshot
 from ..maml import meta_backward
 from ..presets import get_preset
 from ..runs import write_json
-from .gpu_speed import PRESET, environment, synthetic_split
+from .gpu_speed import PRESET, agreement, environment, flat64, synthetic_split
 
 __all__ = ["NOISE", "gradient_agreement", "run", "main"]
 
@@ -46,11 +46,9 @@ def gradient_agreement(cfg, split, device) -> dict:
             meta_backward(model, dict(model.named_parameters()), ep.x_support, ep.y_support,
                           ep.x_query, ep.y_query, inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps,
                           loss_fn=F.cross_entropy)
-        grads[mode] = torch.cat([p.grad.double().flatten() for p in model.parameters()])
-    a, b = grads["amp"], grads["fp32"]
-    return {"grad_rel_err": ((a - b).norm() / b.norm()).item(),
-            "grad_cosine": F.cosine_similarity(a, b, dim=0).item(),
-            "precision": Amp.create(True, device).describe()}
+        grads[mode] = flat64(p.grad for p in model.parameters())
+    rel_err, cosine = agreement(grads["amp"], grads["fp32"])
+    return {"grad_rel_err": rel_err, "grad_cosine": cosine, "precision": Amp.create(True, device).describe()}
 
 
 def run(device="cuda", iterations: int = 300, tasks: int = 200) -> dict:

@@ -148,7 +148,15 @@ def mamlbook_step(batched):
     return step
 
 
-_cache: dict = {}   # (impl, id(model), first_order) → what that impl built for the model, once per process
+# What an impl built (compiled function, thread pool, JAX copies of θ and data), once per process. Keyed
+# on what the build depends on: the workload (the model's structure, shapes, inner loop), the device and
+# the order. θ and the data are the same for all models of a workload (_setup seeds before it builds them),
+# and not every build keeps the model alive, so id(model) could be reused by a later model (--in-process).
+_cache: dict = {}
+
+
+def _key(impl: str, model, w: Workload, first_order: bool) -> tuple:
+    return impl, w, str(next(model.parameters()).device), first_order
 
 
 def _cached(key: tuple, build):
@@ -165,7 +173,7 @@ def _grads_into(params, fn, data) -> None:
 
 
 def compiled_step(model, params, data, w: Workload, first_order: bool) -> None:
-    fn = _cached(("compiled", id(model), first_order), lambda: make_meta_grad(
+    fn = _cached(_key("compiled", model, w, first_order), lambda: make_meta_grad(
         model, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(), first_order=first_order,
         compile=True))
     _grads_into(params, fn, data)
@@ -173,7 +181,7 @@ def compiled_step(model, params, data, w: Workload, first_order: bool) -> None:
 
 def fused_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The sinusoid MLP's default training path (:mod:`mamlbook.fast`), meta-gradient only."""
-    fn = _cached(("fused", id(model), first_order), lambda: fused_mlp_step(
+    fn = _cached(_key("fused", model, w, first_order), lambda: fused_mlp_step(
         model, loss_fn=w.loss_fn(), inner_lr=w.inner_lr, inner_steps=w.inner_steps, first_order=first_order,
         device=next(model.parameters()).device))
     _grads_into(params, fn, data)
@@ -181,7 +189,7 @@ def fused_step(model, params, data, w: Workload, first_order: bool) -> None:
 
 def threads_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The conv models' default training path on a CPU: the per-task loop on all cores (mamlbook.fast_tasks)."""
-    _cached(("threads", id(model)), lambda: TaskThreads(model)).meta_backward(
+    _cached(_key("threads", model, w, first_order), lambda: TaskThreads(model)).meta_backward(
         params, *data, inner_lr=w.inner_lr, inner_steps=w.inner_steps, loss_fn=w.loss_fn(),
         first_order=first_order)
 
@@ -189,7 +197,7 @@ def threads_step(model, params, data, w: Workload, first_order: bool) -> None:
 def jax_step(model, params, data, w: Workload, first_order: bool) -> None:
     """The JAX idiom's meta-gradient on the same θ and data (W1); waits for the result, keeps it in JAX."""
     import jax
-    c = _cached(("jax", id(model), first_order), lambda: {
+    c = _cached(_key("jax", model, w, first_order), lambda: {
         "fn": jax_sinusoid.make_meta_grad(w.inner_lr, first_order),
         "params": jax_sinusoid.params_from_torch(model),
         "data": tuple(jax.numpy.asarray(t.detach().cpu().numpy()) for t in data)})
@@ -197,13 +205,12 @@ def jax_step(model, params, data, w: Workload, first_order: bool) -> None:
     jax.block_until_ready(c["grads"])
 
 
-def _jax_export(model, params, first_order: bool) -> None:
+def _jax_export(model, params, w: Workload, first_order: bool) -> None:
     """Copy the last JAX meta-gradient into ``p.grad`` (for the gradient check; not timed)."""
-    grads = _cache[("jax", id(model), first_order)]["grads"]
-    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    for name, (gw, gb) in zip(linears, grads):
-        params[f"{name}.weight"].grad = torch.from_numpy(np.array(gw))
-        params[f"{name}.bias"].grad = torch.from_numpy(np.array(gb))
+    grads = _cache[_key("jax", model, w, first_order)]["grads"]
+    for (weight, bias), (gw, gb) in zip(mlp_layers(model), grads):
+        params[weight].grad = torch.from_numpy(np.array(gw))
+        params[bias].grad = torch.from_numpy(np.array(gb))
 
 
 def _jax_available() -> bool:
@@ -251,14 +258,14 @@ def _peak_rss_mb() -> float:
 
 def _setup(w: Workload, device: str, with_compile: bool, first_order: bool, threads: int | None):
     """The model and θ on ``device``, and ``one_step(impl)``: one synchronised meta-step of ``impl``."""
+    if threads:                  # once: the count is per thread, TaskThreads' workers leave this one's alone
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = w.model().to(device)
     params, data = dict(model.named_parameters()), tuple(t.to(device) for t in w.data())
     steps = _impls(w, device, with_compile)
 
     def one_step(impl: str) -> None:
-        if threads:                       # TaskThreads' workers set their own; keep the main thread's
-            torch.set_num_threads(threads)
         model.zero_grad(set_to_none=True)
         steps[impl](model, params, data, w, first_order)
         if device.startswith("cuda"):
@@ -293,7 +300,7 @@ def measure_memory(w: Workload, impl: str, first_order: bool, device: str,
     for _ in range(2):
         one_step(impl)
     if impl == "jax":
-        _jax_export(model, params, first_order)
+        _jax_export(model, params, w, first_order)
     if grad_path:
         torch.save({k: p.grad.detach().cpu().double() if p.grad is not None
                     else torch.zeros(p.shape, dtype=torch.float64) for k, p in params.items()}, grad_path)
@@ -314,8 +321,6 @@ def _measure(spec: dict, in_process: bool = True, timeout: float = 1800):
         raise RuntimeError(f"benchmark child ({spec['what']}, {spec['workload']['name']}, {spec['impls']}) "
                            f"failed:\n{proc.stderr[-2000:]}")
     w = Workload(**{**spec["workload"], "input_shape": tuple(spec["workload"]["input_shape"])})
-    if spec["threads"]:
-        torch.set_num_threads(spec["threads"])
     if spec["what"] == "time":
         return measure_times(w, spec["impls"], spec["first_order"], spec["device"], spec["repeats"],
                              spec["warmup"], spec["compile"], spec["threads"])

@@ -37,8 +37,8 @@ from ..maml import meta_backward
 from ..presets import get_preset
 from ..problems import TaskSet, evaluate_learner
 from ..runs import write_json
+from .gpu_speed import PROJECT_ITERATIONS, agreement, environment, flat64, projection, sync, synthetic_split
 from .gpu_speed import SHAPES as SPEED_SHAPES
-from .gpu_speed import environment, sync, synthetic_split
 
 __all__ = ["PRESET", "PATHS", "SHAPES", "TARGET_MINUTES", "StaticEpisodes", "Runner", "no_host_sync",
            "precision_rows", "time_paths", "end_to_end", "run", "format_table", "main"]
@@ -186,10 +186,6 @@ def _timed(r: Runner, sample_graph, episodes: StaticEpisodes, device: torch.devi
     return time.perf_counter() - start
 
 
-def _flat(tensors) -> torch.Tensor:
-    return torch.cat([t.detach().double().flatten() for t in tensors])
-
-
 def precision_rows(runners: dict, cfg, theta0: dict, batch, device: torch.device) -> list[dict]:
     """Each path's meta-gradient at θ₀ on ``batch`` against the float64 per-task loop's, same device."""
     ref_model = make_model(cfg).to(device=device, dtype=torch.float64)
@@ -199,7 +195,7 @@ def precision_rows(runners: dict, cfg, theta0: dict, batch, device: torch.device
         meta_backward(ref_model, ref_params, *(t.double() if t.is_floating_point() else t for t in batch),
                       inner_lr=cfg.inner_lr, inner_steps=cfg.inner_steps, loss_fn=F.cross_entropy,
                       first_order=cfg.first_order, batched=False)
-    ref = _flat(p.grad for p in ref_params.values())
+    ref = flat64(p.grad for p in ref_params.values())
     rows = []
     for name, r in runners.items():
         with torch.no_grad():
@@ -210,9 +206,8 @@ def precision_rows(runners: dict, cfg, theta0: dict, batch, device: torch.device
         with tf32_mode(False):
             r.compute()
         sync(device)
-        g = _flat(r.raw_grad[k] for k in r.params)           # before the clip: the meta-gradient itself
-        rows.append({"path": name, "grad_rel_err_vs_f64": ((g - ref).norm() / ref.norm()).item(),
-                     "grad_cosine_vs_f64": F.cosine_similarity(g, ref, dim=0).item()})
+        rel_err, cosine = agreement(flat64(r.raw_grad[k] for k in r.params), ref)   # before the clip
+        rows.append({"path": name, "grad_rel_err_vs_f64": rel_err, "grad_cosine_vs_f64": cosine})
     return rows
 
 
@@ -281,11 +276,10 @@ def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.de
         return e.x_support, e.y_support, e.x_query, e.y_query
     test = evaluate_learner(learner, TaskSet(draw, test_tasks, seed=0, chunk=cfg.meta_batch_size), "classification",
                             steps=[0, cfg.test_inner_steps])
-    window = max(done // 100, 1)
+    window, ms = max(done // 100, 1), 1e3 * train_s / max(done, 1)
     return {"path": path, "iterations_asked": iterations, "iterations_done": done, "time_limit_s": time_limit_s,
             "stopped_by_time_limit": done < iterations, "capture_s": setup_s, "train_s": train_s,
-            "ms_per_iteration": 1e3 * train_s / max(done, 1),
-            "projected_minutes_60k": train_s / max(done, 1) * 60_000 / 60,
+            "ms_per_iteration": ms, "projected_minutes_60k": projection(ms)["projected_minutes"],
             "loss_first_100": curve[:100].mean().item(), "loss_last_100": curve[-100:].mean().item(),
             "loss_curve": [curve[i:i + window].mean().item() for i in range(0, done, window)],
             "test": {"tasks": test["num_tasks"], "steps": test["steps"], "accuracy": test["mean"],
@@ -293,8 +287,9 @@ def end_to_end(path: str, cfg, theta0: dict, split, test_split, device: torch.de
 
 
 def run(device="cuda", *, paths=tuple(PATHS), iterations: int = 60, rounds: int = 3, shape: str | None = None,
-        e2e_iterations: int = 60_000, e2e_time_limit_s: float | None = 300.0, e2e_path: str | None = None,
-        e2e_test_tasks: int = 100, profile_iterations: int = 0, on_stage=None, log=print) -> dict:
+        e2e_iterations: int = PROJECT_ITERATIONS, e2e_time_limit_s: float | None = 300.0,
+        e2e_path: str | None = None, e2e_test_tasks: int = 100, profile_iterations: int = 0, on_stage=None,
+        log=print) -> dict:
     """The whole check (see the module docstring); ``on_stage(result)`` after every stage."""
     device = torch.device(device)
     shape = shape or ("w3" if device.type == "cuda" else "smoke")
@@ -353,8 +348,9 @@ def run(device="cuda", *, paths=tuple(PATHS), iterations: int = 60, rounds: int 
     base = statistics.median(times["loop"]) if "loop" in times else None
     for name, ms in times.items():
         row = result["paths"][name]
-        row.update(ms_rounds=ms, ms_median=statistics.median(ms), iterations_per_round=iterations, rounds=rounds,
-                   projected_minutes_60k=statistics.median(ms) * 60_000 / 6e4)
+        row.update(ms_rounds=ms, ms_median=statistics.median(ms), iterations_per_round=iterations,
+                   rounds=rounds)
+        row["projected_minutes_60k"] = projection(row["ms_median"])["projected_minutes"]
         if base is not None:
             row["speedup_vs_loop"] = base / row["ms_median"]
         log(f"{name}: {row['ms_median']:.2f} ms/iteration"
@@ -448,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = run(device, paths=paths, iterations=args.iterations or (60 if cuda else 2), rounds=args.rounds,
                  shape=args.shape, e2e_iterations=(args.e2e_iterations if args.e2e_iterations is not None
-                                                   else (60_000 if cuda else 5)),
+                                                   else (PROJECT_ITERATIONS if cuda else 5)),
                  e2e_time_limit_s=args.e2e_time_limit, e2e_path=args.e2e_path,
                  e2e_test_tasks=args.e2e_test_tasks or (100 if cuda else 4),
                  profile_iterations=(args.profile_iterations if args.profile_iterations is not None

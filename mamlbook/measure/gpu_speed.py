@@ -47,7 +47,8 @@ from ..runs import machine_info, write_json
 from ..train import fit
 
 __all__ = ["PRESET", "PROJECT_ITERATIONS", "TARGET_MINUTES", "SHAPES", "synthetic_split", "sync", "time_loop",
-           "time_train_fewshot", "projection", "environment", "run_check", "format_table", "main"]
+           "time_train_fewshot", "projection", "environment", "flat64", "agreement", "run_check",
+           "format_table", "main"]
 
 PRESET = "miniimagenet-5w1s"
 PROJECT_ITERATIONS = 60_000          # the paper's meta-training length
@@ -140,6 +141,16 @@ def projection(ms_per_iteration: float) -> dict:
 def environment(device: torch.device) -> dict:
     """:func:`mamlbook.runs.machine_info`, with ``device`` as its type ("cuda"/"cpu") as the recorded files have it."""
     return {**machine_info(device), "device": torch.device(device).type}
+
+
+def flat64(tensors) -> torch.Tensor:
+    """The tensors (a meta-gradient's, in parameter order) as one flat float64 vector, on their device."""
+    return torch.cat([t.detach().double().flatten() for t in tensors])
+
+
+def agreement(g: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """‖g − ref‖/‖ref‖ and the cosine of flat vectors (:func:`flat64`): a gradient against its reference."""
+    return ((g - ref).norm() / ref.norm()).item(), torch.nn.functional.cosine_similarity(g, ref, dim=0).item()
 
 
 def run_check(device="cuda", *, iterations: int = 200, warmup: int = 20, modes=("fp32", "amp"),

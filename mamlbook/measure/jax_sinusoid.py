@@ -38,8 +38,11 @@ import numpy as np  # noqa: E402
 __all__ = ["available", "init_params", "forward", "mse", "inner_step", "meta_loss", "sample_tasks",
            "make_train_step", "make_meta_grad", "params_from_torch", "evaluate", "run", "main"]
 
+# Copies, so that the script runs without torch or mamlbook (tests/test_bench.py checks they match
+# mamlbook.tasks and mamlbook.sinusoid). The same EVAL_SEED is not the same tasks: jax.random draws
+# other numbers than torch.Generator from the same seed, so the two 600-task test sets are independent.
 AMP_RANGE, PHASE_RANGE, INPUT_RANGE = (0.1, 5.0), (0.0, math.pi), (-5.0, 5.0)   # as mamlbook.tasks
-EVAL_SEED = 2017
+EVAL_SEED = 2017                                                                    # as mamlbook.sinusoid
 
 
 def available() -> bool:

@@ -33,7 +33,7 @@ from ..rnn import cudnn_disabled
 from ..runs import write_json
 from ..sequence import LSTMRegressor, WalkConfig, sample_walk_tasks
 from .bench import plain_loop
-from .gpu_speed import environment, sync
+from .gpu_speed import agreement, environment, flat64, sync
 
 __all__ = ["CFG", "ROWS", "reference_gradient", "run_row", "float64_exactness", "run", "format_table", "main"]
 
@@ -63,7 +63,7 @@ ROWS = {"naive-cudnn": "torch", "mamlbook": "torch", "no-cudnn": "torch", "first
 
 
 def _grads(model):
-    return torch.cat([p.grad.detach().double().flatten().cpu() for p in model.parameters()])
+    return flat64(p.grad for p in model.parameters()).cpu()
 
 
 def reference_gradient(state: dict, lstm: str, first_order: bool = False, device="cpu") -> torch.Tensor:
@@ -92,8 +92,7 @@ def run_row(row: str, device: torch.device, steps: int, state: dict) -> dict:
     except Exception as err:                      # noqa: BLE001 — the failure is the finding
         return {**out, "status": "error", "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
     ref = reference_gradient(state, lstm, first_order=row == "first-order")
-    g = _grads(model)
-    out["grad_rel_err"] = ((g - ref).norm() / ref.norm()).item()
+    out["grad_rel_err"] = agreement(_grads(model), ref)[0]
     for _ in range(2):
         step(model, params, batch)
     times = []
@@ -114,7 +113,7 @@ def float64_exactness(device: torch.device) -> float | None:
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in LSTMRegressor(lstm="torch").double().state_dict().items()}
     ref = reference_gradient(state, "torch")
-    return ((reference_gradient(state, "torch", device=device) - ref).norm() / ref.norm()).item()
+    return agreement(reference_gradient(state, "torch", device=device), ref)[0]
 
 
 def run(device="cuda", steps: int = 30) -> dict:
