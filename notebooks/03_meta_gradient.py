@@ -268,7 +268,6 @@ def saved_graph_bytes(fn):
     return total
 
 
-
 def flat_grad(loss, params):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(params.values()))])
 
@@ -329,8 +328,12 @@ display(Markdown(SHORT_RUN + f"**{ITERATIONS} meta-steps each; query MSE after 1
                                    "autograd graph per step (KiB)"], rows)))
 assert runs["maml"][1]["graph_bytes"] > runs["fomaml"][1]["graph_bytes"]   # second order keeps more
 
-# From here on the book counts with the package's tested copy, `mamlbook.measure.bench.saved_graph_bytes`
-# (chapter 4 does); on one MAML meta-loss it counts the bytes ours counts:
+# %% [markdown]
+# From here on the book counts with the package's copy of this function,
+# `mamlbook.measure.bench.saved_graph_bytes` (chapter 4 does); on one MAML meta-loss it counts the bytes
+# ours counts:
+
+# %%
 from mamlbook.measure.bench import saved_graph_bytes as package_saved_graph_bytes
 
 b = sample_sinusoid_tasks(META_BATCH_SIZE, K_SHOT, generator=torch.Generator().manual_seed(7))

@@ -342,22 +342,32 @@ def peak(r):
     return r.steps[i], r.mean[i], r.ci95[i]
 
 
-steps_text = lambda n: f"{n} step{'' if n == 1 else 's'}"
-for lr, r_ in ((cfg.inner_lr, running), (small_lr, running_small)):
-    s_, m_, c_ = peak(r_)
-    print(f"eval(), running stats from meta-training, α = {lr:g}: {r_.at(0)[0]:.1f}% before adapting, "
-          f"highest {m_:.1f} ± {c_:.1f}% after {steps_text(s_)}, {r_.mean[-1]:.1f}% after {steps_text(r_.steps[-1])}")
-(s_big, m_big, c_big), (s_small, m_small, c_small) = peak(running), peak(running_small)
-last_small = running_small.mean[-1]                       # after the last step
-higher = "higher" if m_small > m_big else "no higher"
-overlap = "; the 95% intervals overlap" if abs(m_small - m_big) <= c_small + c_big else ""
-drifts = s_small < running_small.steps[-1] and last_small < m_small - c_small   # clearly below its best
-ending = (f"then drifts back to {last_small:.1f}%" if drifts
-          else f"ends at {last_small:.1f}%, not clearly below its best,")
+def steps_text(n):
+    return f"{n} step{'' if n == 1 else 's'}"
+
+
+for lr, curve in ((cfg.inner_lr, running), (small_lr, running_small)):
+    best_step, best, ci = peak(curve)
+    print(f"eval(), running stats from meta-training, α = {lr:g}: {curve.at(0)[0]:.1f}% before adapting, "
+          f"highest {best:.1f} ± {ci:.1f}% after {steps_text(best_step)}, "
+          f"{curve.mean[-1]:.1f}% after {steps_text(curve.steps[-1])}")
+
+# %%
+# A sentence written from the two curves: does the smaller α climb higher, and does it keep its best?
+big_step, big_best, big_ci = peak(running)
+small_step, small_best, small_ci = peak(running_small)
+last_step, last = running_small.steps[-1], running_small.mean[-1]
+higher = "higher" if small_best > big_best else "no higher"
+overlap = "; the 95% intervals overlap" if abs(small_best - big_best) <= small_ci + big_ci else ""
+if small_step < last_step and last < small_best - small_ci:         # clearly below its best
+    ending = f"then drifts back to {last:.1f}%"
+else:
+    ending = f"ends at {last:.1f}%, not clearly below its best,"
 print(("FAST MODE, a network meta-trained for seconds: " if fast_mode() else "")
-      + f"With α = {small_lr:g} the same network climbs {higher} ({m_small:.1f}% after {steps_text(s_small)} "
-      f"against {m_big:.1f}% after {steps_text(s_big)} with α = {cfg.inner_lr:g}{overlap}) and {ending} "
-      f"after {steps_text(running_small.steps[-1])} (chance: {100 / cfg.n_way:.0f}%).")
+      + f"With α = {small_lr:g} the same network climbs {higher} "
+      f"({small_best:.1f}% after {steps_text(small_step)} against {big_best:.1f}% after {steps_text(big_step)} "
+      f"with α = {cfg.inner_lr:g}{overlap}) and {ending} after {steps_text(last_step)} "
+      f"(chance: {100 / cfg.n_way:.0f}%).")
 
 # %% [markdown]
 # The price of batch statistics is that meta-test predictions are transductive (queries are normalised

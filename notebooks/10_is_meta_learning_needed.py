@@ -51,9 +51,9 @@ banner("Chapter 10");
 
 # %% [markdown]
 # The knobs. `pick(full, fast)` gives the second value when `MAMLBOOK_FAST=1` (a shortened run for
-# CI: its numbers are **not** results). The full values are sized so that the whole notebook runs in
-# about half an hour on one CPU thread; a longer budget changes the picture, so the budget is printed
-# next to every result.
+# CI: its numbers are **not** results). The full values are sized for one CPU thread: the recorded full
+# run took 20.1 min on a shared 2-core machine (`results/chapter10/full_run.md`). A longer budget
+# changes the picture, so the budget is printed next to every result.
 
 # %% tags=["parameters"]
 SEED = 0
@@ -117,7 +117,7 @@ from mamlbook.evaluate import mean_ci95
 from mamlbook.fewshot import load_splits, small_omniglot
 from mamlbook.models import SinusoidMLP
 from mamlbook.plotting import format_ci, markdown_table
-from mamlbook.presets import PRESETS
+from mamlbook.presets import PRESETS, official_clip_in_mean_ce_units
 from mamlbook.problems import fewshot_problem
 from mamlbook.runs import record_full_run
 from mamlbook.tasks import sample_sinusoid_tasks
@@ -174,9 +174,10 @@ fake = splits is not None and any(s.fake for s in splits.values())
 # %%
 if splits is not None:
     torch.manual_seed(SEED)
-    body_net = make_algorithm("baseline", omniglot_problem(splits, n_way=5, k_shot=5).make_model(),
-                              problem="classification", num_classes=splits["train"].num_classes)
-    task = omniglot_problem(splits, n_way=5, k_shot=5, num_test_tasks=1).test
+    problem_5w5s = omniglot_problem(splits, n_way=5, k_shot=5, num_test_tasks=1)    # draws nothing at random
+    body_net = make_algorithm("baseline", problem_5w5s.make_model(), problem="classification",
+                              num_classes=splits["train"].num_classes)
+    task = problem_5w5s.test
     f_s = body_net.features(task[0][0]).double()                              # (25, 64) support features
     w, b = fit_linear_heads(f_s[None], task[1][:1], 5, weight_decay=1e-3)     # (1, 5, 64), (1, 5)
     w, b = w[0].requires_grad_(), b[0].requires_grad_()
@@ -194,9 +195,11 @@ if splits is not None:
 # The model $f(x) = a\,\sin(x - b)$ has two parameters, amplitude $a$ and phase $b$, and fits every task
 # of chapter 1's sinusoid family exactly (task $i$'s optimum is its own $(A_i, \varphi_i)$). We train it
 # twice: with MAML (5 inner steps of size α = 0.1, K = 10, meta-batch 25), and **pretrained** — one
-# model fitted to all tasks at once, as chapter 1's baseline (that one learns the mean task
-# $\approx -1.62\cos x$, i.e. $a \approx 1.62$, $b = \pi/2$). Then both adapt to new tasks with the same 5
-# steps.
+# model fitted to all tasks at once, as chapter 1's baseline (that one learns the mean task: with
+# $A \sim U[0.1, 5]$ and $\varphi \sim U[0, \pi]$ independent,
+# $\mathbb{E}[A\sin(x - \varphi)] = \mathbb{E}[A]\cdot\frac{1}{\pi}\int_0^\pi \sin(x - \varphi)\,d\varphi
+# = 2.55 \cdot (-\tfrac{2}{\pi}\cos x) \approx -1.62\cos x$, i.e. $a \approx 1.62$, $b = \pi/2$). Then both
+# adapt to new tasks with the same 5 steps.
 
 # %%
 class Wave(nn.Module):
@@ -285,8 +288,8 @@ print(f"MAML's θ has amplitude {m['theta']['amplitude']:.2f} where the pretrain
 # of the same meta-train classes (`Problem.sampler`); at a budget, a cheap step buys more of them.
 # Settings: each learner's own, from `mamlbook/compare.py` with the sources next to them (printed
 # below), with these choices of this chapter: meta-batch `RACE_META_BATCH` for every meta-learner (the
-# paper uses 32 for 5-way and 16 for 20-way: at a budget of seconds a meta-step of 32 tasks leaves MAML
-# a few dozen steps); MAML and its variants take **one** inner step for 20-way as for 5-way (the paper
+# paper uses 32 for 5-way and 16 for 20-way; at a budget of seconds a smaller meta-batch buys more
+# meta-steps); MAML and its variants take **one** inner step for 20-way as for 5-way (the paper
 # takes 5 for 20-way), and iMAML takes 25 for 20-way (its paper's count). Every learner computes on one
 # CPU core (`batched=False` keeps MAML's per-task loop on the main thread). Meta-training uses small1's
 # alphabets, testing small2's unseen ones.
@@ -413,7 +416,7 @@ elif fast_mode():
                            csv_dir=None)
     mini_splits = load_splits(mini_cfg, mini_root)
     mini_cfg = mini_cfg.replace(meta_batch_size=2, inner_steps=1, test_inner_steps=2, k_query=2, filters=8,
-                                grad_clip=10.0 * mini_cfg.k_shot / (mini_cfg.n_way * 2))   # the clip follows Q
+                                grad_clip=official_clip_in_mean_ce_units(mini_cfg.n_way, mini_cfg.k_shot, 2))
     mini_note = ("FAKE DATA, TINY CONFIG (8 filters, meta-batch 2, 1 inner step, 2 at test, 2 training queries "
                  "per class): only the code path is real")
 else:
@@ -432,12 +435,8 @@ if mini_splits is not None:
         ["train", "--preset", "miniimagenet-5w1s", "--algorithm", name, "--out", "unused", "--no-compile"])
     mini_settings = {name: {**learner_options(as_cli(name), mini_cfg), **(ONE_CORE if name in ("maml", "fomaml") else {})}
                      for name in LEARNERS}
-    # compare() looks each learner's defaults up by problem name; the command line uses the "omniglot" entries
-    # for every classification preset, then the preset's own α and steps (mini_settings): so does this call.
-    mini_rows = compare(dataclasses.replace(mini, name="omniglot"), LEARNERS, budget_s=MINI_BUDGET_S, seed=SEED,
-                        device=device, settings=mini_settings, progress=not fast_mode())
-    for r in mini_rows:
-        r.problem = "miniimagenet"
+    mini_rows = compare(mini, LEARNERS, budget_s=MINI_BUDGET_S, seed=SEED, device=device,
+                        settings=mini_settings, progress=not fast_mode())
     label = SHORT + ("" if mini_real else "FAKE DATA — ")
     display(Markdown(f"**{label}mini-ImageNet 5-way 1-shot, {mini_rows[0].num_test_tasks} test tasks, 15 queries "
                      f"per class, {MINI_BUDGET_S:g} s per learner ({mini_note}).**\n\n"
@@ -548,6 +547,11 @@ if cka:
 # re-reading the same features with a new head — feature reuse. Raghu et al. found this for MAML
 # trained to convergence; how close this run comes depends on how long it trained.
 #
+# For the pretrained network the CKA of 1 holds by construction and is no finding: fine-tuning starts
+# from the Baseline's fitted head, which already (nearly) minimises the support loss, so its 10 steps
+# barely move any weight — by 2e-4 to 1e-3 of each layer's norm in the recorded full run
+# (`results/chapter10/full_run.md`). Only MAML's network is a real test of feature reuse here.
+#
 # ## 6. The memorization problem (Yin et al. 2020)
 #
 # MAML's tasks are *mutually exclusive*: a class gets a random label in each task, so no single
@@ -657,16 +661,18 @@ if memo:
 def cost_learner(workload, method, steps):
     torch.manual_seed(SEED)
     if workload == "sinusoid MLP":
-        net, problem, alpha = SinusoidMLP(), "regression", 0.01
+        net, problem, table = SinusoidMLP(), "regression", SETTINGS["sinusoid"]
     else:
-        net, problem, alpha = omniglot_conv4(5), "classification", 2.0
-    name, extra = {"second-order MAML": ("maml", {}), "first-order MAML": ("fomaml", {}),
-                   "truncated (k = 1)": ("truncated", {"backprop_steps": 1}),
-                   "iMAML (5 CG steps)": ("imaml", {"lam": 2.0, "cg_steps": 5})}[method]
-    alpha = 0.1 if name == "imaml" and problem == "classification" else alpha     # iMAML's own α (SETTINGS)
+        net, problem, table = omniglot_conv4(5), "classification", SETTINGS["omniglot"]
+    name = {"second-order MAML": "maml", "first-order MAML": "fomaml", "truncated (k = 1)": "truncated",
+            "iMAML (5 CG steps)": "imaml"}[method]
+    # α, and iMAML's λ and CG steps and truncated's k, as the race: the learner's entry in SETTINGS
+    extra = {k: v for k, v in table[name].items() if k in ("inner_lr", "lam", "cg_steps", "backprop_steps")}
     if problem == "classification" and name in ("maml", "fomaml"):
-        extra = {**extra, **ONE_CORE}             # the main thread: autograd's saved-tensor hooks are per thread
-    return make_algorithm(name, net.to(device), problem=problem, inner_lr=alpha, inner_steps=steps, **extra)
+        # the chapter's one-core fairness choice, as in the race; it also keeps the tasks on this
+        # thread, and meta_step_cost measures this one thread's autograd graphs
+        extra = {**extra, **ONE_CORE}
+    return make_algorithm(name, net.to(device), problem=problem, inner_steps=steps, **extra)
 
 
 METHODS = ["second-order MAML", "first-order MAML", "truncated (k = 1)", "iMAML (5 CG steps)"]
